@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Create (or reuse) the project's virtual environment in .venv with Python 3.12 and install PELA into it.
+# Idempotent: a stamp file records the pyproject it was installed from, so a second call returns at once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${PELA_VENV:-.venv}
+STAMP="$VENV/.pela-installed"
+
+find_python() {
+    for candidate in "${PELA_PYTHON:-}" python3.12; do
+        [ -n "$candidate" ] || continue
+        if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null; then
+            command -v "$candidate"; return
+        fi
+    done
+    if command -v pyenv >/dev/null 2>&1; then  # pyenv installs: pick the newest 3.12.x
+        local version
+        version=$(pyenv versions --bare 2>/dev/null | grep -E '^3\.12(\.[0-9]+)?$' | sort -V | tail -n 1)
+        if [ -n "$version" ]; then echo "$(pyenv root)/versions/$version/bin/python3.12"; return; fi
+    fi
+    for dir in "$HOME"/.pyenv/versions/3.12*/bin /usr/local/bin /usr/bin; do
+        if [ -x "$dir/python3.12" ]; then echo "$dir/python3.12"; return; fi
+    done
+    echo "error: Python 3.12 not found; install it (e.g. 'pyenv install 3.12') or set PELA_PYTHON" >&2
+    exit 1
+}
+
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then exit 0; fi
+if [ ! -x "$VENV/bin/python" ]; then
+    "$(find_python)" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install -q --upgrade pip
+"$VENV/bin/python" -m pip install -q -e ".[robot,dev]"
+echo "$want" > "$STAMP"
+echo "PELA environment ready in $VENV"
