@@ -1,0 +1,1 @@
+"""PELA training code: trainers and evaluation metrics."""

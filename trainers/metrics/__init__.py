@@ -1,0 +1,1 @@
+"""Evaluation metrics (Hugging Face evaluate modules and their numpy cores)."""
