@@ -1,0 +1,139 @@
+"""The ``pela`` command line. Subcommands import their dependencies lazily so ``pela --help`` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+
+
+def _add_kinematics_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mano-dir",
+        default=None,
+        help="folder with your licensed MANO_RIGHT.pkl / MANO_LEFT.pkl for forward kinematics through smplx "
+        "(default: the built-in MANO-free skeleton; every metric records which one was used)",
+    )
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import DemoConfig, run_demo
+
+    config = DemoConfig(
+        output_dir=args.output_dir,
+        seed=args.seed,
+        num_lab_clips=args.num_lab_clips,
+        num_wild_clips=args.num_wild_clips,
+        image_size=args.image_size,
+        tokenizer_steps=args.tokenizer_steps,
+        codebook_size=args.codebook_size,
+        num_workers=args.num_workers,
+        mano_dir=args.mano_dir,
+    )
+    run_demo(config)
+    return 0
+
+
+def _cmd_data_preview(args: argparse.Namespace) -> int:
+    from .jobs import preview_procedural_clips
+
+    path = preview_procedural_clips(args.output, style=args.style, num_clips=args.num_clips, seed=args.seed,
+                                    image_size=args.image_size)
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_tokenizer_train(args: argparse.Namespace) -> int:
+    from .jobs import train_tokenizer_on_procedural
+
+    metrics = train_tokenizer_on_procedural(
+        output_dir=args.output_dir,
+        num_clips=args.num_clips,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        codebook_size=args.codebook_size,
+        seed=args.seed,
+        num_workers=args.num_workers,
+        mano_dir=args.mano_dir,
+    )
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _cmd_tokenizer_eval(args: argparse.Namespace) -> int:
+    from .jobs import evaluate_tokenizer_on_procedural
+
+    metrics = evaluate_tokenizer_on_procedural(
+        args.model, style=args.style, num_clips=args.num_clips, seed=args.seed, mano_dir=args.mano_dir
+    )
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pela",
+        description="PELA: Predictive Embedding as Latent Action. Hand-motion VLA pretraining on lab and "
+        "in-the-wild human videos.",
+    )
+    parser.add_argument("--version", action="version", version=f"pela {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="the main job on built-in procedural data (no downloads)")
+    demo.add_argument("--output-dir", default="outputs/demo")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--num-lab-clips", type=int, default=1500)
+    demo.add_argument("--num-wild-clips", type=int, default=500)
+    demo.add_argument("--image-size", type=int, default=96)
+    demo.add_argument("--tokenizer-steps", type=int, default=1500)
+    demo.add_argument("--codebook-size", type=int, default=512)
+    demo.add_argument("--num-workers", type=int, default=2)
+    _add_kinematics_arg(demo)
+    demo.set_defaults(func=_cmd_demo)
+
+    data = sub.add_parser("data", help="built-in procedural data and (later) UniHand-Mix export")
+    data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    preview = data_sub.add_parser("preview", help="render a grid of procedural clips (first/middle/last frame)")
+    preview.add_argument("--output", default="outputs/preview.png")
+    preview.add_argument("--style", choices=("lab", "wild"), default="lab")
+    preview.add_argument("--num-clips", type=int, default=6)
+    preview.add_argument("--image-size", type=int, default=128)
+    preview.add_argument("--seed", type=int, default=0)
+    preview.set_defaults(func=_cmd_data_preview)
+
+    tok = sub.add_parser("tokenizer", help="the GRQ-VAE motion tokenizer")
+    tok_sub = tok.add_subparsers(dest="tokenizer_command", metavar="ACTION", required=True)
+    train = tok_sub.add_parser("train", help="train on built-in procedural lab motion and evaluate held-out MPJPE")
+    train.add_argument("--output-dir", default="outputs/motion_tokenizer")
+    train.add_argument("--num-clips", type=int, default=1500)
+    train.add_argument("--max-steps", type=int, default=1500)
+    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--codebook-size", type=int, default=512)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--num-workers", type=int, default=2)
+    _add_kinematics_arg(train)
+    train.set_defaults(func=_cmd_tokenizer_train)
+    evaluate = tok_sub.add_parser("eval", help="reconstruction metrics of a saved tokenizer on procedural clips")
+    evaluate.add_argument("model", help="a saved tokenizer folder (save_pretrained output)")
+    evaluate.add_argument("--style", choices=("lab", "wild"), default="lab")
+    evaluate.add_argument("--num-clips", type=int, default=200)
+    evaluate.add_argument("--seed", type=int, default=1)
+    _add_kinematics_arg(evaluate)
+    evaluate.set_defaults(func=_cmd_tokenizer_eval)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
