@@ -16,10 +16,10 @@ from pathlib import Path
 class DemoConfig:
     output_dir: str = "outputs/demo"
     seed: int = 0
-    num_lab_clips: int = 1500
+    num_lab_clips: int = 800
     num_wild_clips: int = 500
     image_size: int = 96
-    tokenizer_steps: int = 1500
+    tokenizer_steps: int = 400
     codebook_size: int = 512
     num_workers: int = 2
     mano_dir: str | None = None
