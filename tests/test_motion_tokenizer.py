@@ -336,10 +336,25 @@ def test_remote_code_load_in_a_fresh_process(trained, eval_motions, tmp_path):
     torch.save(batch, tmp_path / "batch.pt")
     script = textwrap.dedent(
         f"""
-        import importlib.util, json, sys
+        import importlib.abc, importlib.util, json, sys
+
+        class HideProject(importlib.abc.MetaPathFinder):
+            # Make this repository's packages unimportable, as for a Hub user who never installed it
+            # (the test venv has it installed in editable mode).
+
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in {{"modeling_pela", "datasets_unihand_mix", "trainers", "pela"}}:
+                    raise ModuleNotFoundError(name)
+                return None
+
+        sys.meta_path.insert(0, HideProject())
         import torch
         from transformers import AutoModel
-        assert importlib.util.find_spec("modeling_pela") is None, "modeling_pela must not be importable here"
+        try:
+            import modeling_pela
+            raise AssertionError("modeling_pela must not be importable here")
+        except ModuleNotFoundError:
+            pass
         model = AutoModel.from_pretrained({str(output_dir)!r}, trust_remote_code=True)
         assert "modeling_pela" not in sys.modules
         ids = model.encode(**torch.load("batch.pt"))
