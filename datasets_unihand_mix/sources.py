@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import os
 import pickle
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -440,6 +440,43 @@ def segment_to_camera(
         first = segment.source_frames[0]
         extrinsics = extrinsics[first] if camera_frame == "clip_start" else extrinsics[list(segment.source_frames)]
     return {side: replace(world_to_camera(m, extrinsics), sample_id=sample_id) for side, m in segment.hands.items()}
+
+
+def lab_clips(
+    segments: Sequence[RecordingSegment],
+    *,
+    source: str,
+    license: str,
+    citation: str,
+    source_fps: float,
+    recording_id: str,
+    extrinsics: np.ndarray,
+    camera_frame: str,
+    frames: Callable[[list[int]], FrameLoader | None],
+    metadata: Mapping[str, Any],
+) -> Iterator[SourceClip]:
+    """The :class:`SourceClip` of each segment of one lab recording, ids ``<recording_id>/<index:03d>``.
+
+    Args:
+        segments: from :func:`segment_recording` (world-frame hands at the target fps).
+        extrinsics / camera_frame: see :func:`segment_to_camera`.
+        frames: recording frame indices of a clip -> its frame loader (None if there are no images).
+        metadata: provenance shared by the recording's clips; ``source_fps`` and ``source_frames`` are added per clip.
+    """
+    for index, segment in enumerate(segments):
+        clip_id = f"{recording_id}/{index:03d}"
+        source_frames = list(segment.source_frames)
+        yield SourceClip(
+            clip_id=clip_id,
+            source=source,
+            license=license,
+            citation=citation,
+            subset="lab",
+            fps=next(iter(segment.hands.values())).fps,
+            hands=segment_to_camera(segment, extrinsics, camera_frame, f"{source}/{clip_id}"),
+            frames=frames(source_frames),
+            metadata={**metadata, "source_fps": source_fps, "source_frames": source_frames},
+        )
 
 
 def rigid_inverse(transform: np.ndarray) -> np.ndarray:

@@ -144,7 +144,8 @@ def make_task(
         if not weights:
             raise ValueError("task_mix gives no weight to any labelled task type")
         u = stable_uniform(clip_id, "task") * sum(weights.values())
-        for task, weight in weights.items():
+        for name, weight in weights.items():
+            task = name
             if u < weight:
                 break
             u -= weight

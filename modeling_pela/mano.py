@@ -114,7 +114,7 @@ def chain_forward_kinematics(
         offset = rest_joints[k] - rest_joints[parent]
         world_pos.append(world_pos[parent] + (world_rot[parent] @ offset.unsqueeze(-1)).squeeze(-1))
         world_rot.append(world_rot[parent] @ rots[..., k, :, :])
-    for tip, parent in zip(rest_tips, FINGERTIP_PARENTS):
+    for tip, parent in zip(rest_tips, FINGERTIP_PARENTS, strict=True):
         offset = tip - rest_joints[parent]
         world_pos.append(world_pos[parent] + (world_rot[parent] @ offset.unsqueeze(-1)).squeeze(-1))
     return torch.stack(world_pos, dim=-2)[..., list(MANO_TO_KEYPOINTS), :]

@@ -40,8 +40,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_data_preview(args: argparse.Namespace) -> int:
     from .jobs import preview_procedural_clips
 
-    path = preview_procedural_clips(args.output, style=args.style, num_clips=args.num_clips, seed=args.seed,
-                                    image_size=args.image_size)
+    path = preview_procedural_clips(
+        args.output, style=args.style, num_clips=args.num_clips, seed=args.seed, image_size=args.image_size
+    )
     print(f"wrote {path}")
     return 0
 

@@ -51,7 +51,9 @@ def run_demo(config: DemoConfig) -> dict:
     print(f"{'split':<6} {'MPJPE':>7} {'PA-MPJPE':>9} {'MWTE':>7} {'MDE':>7} {'usage(w/f)':>12}")
     for split in ("lab", "wild"):
         m = metrics[split]
-        print(f"{split:<6} {m['mpjpe']:7.2f} {m['pa_mpjpe']:9.2f} {m['mwte']:7.2f} {m['mde']:7.2f} "
-              f"{m['wrist_usage']:.2f}/{m['finger_usage']:.2f}")
+        print(
+            f"{split:<6} {m['mpjpe']:7.2f} {m['pa_mpjpe']:9.2f} {m['mwte']:7.2f} {m['mde']:7.2f} "
+            f"{m['wrist_usage']:.2f}/{m['finger_usage']:.2f}"
+        )
     print(f"\n[demo] done in {results['seconds']} s; results in {out / 'results.json'}")
     return results

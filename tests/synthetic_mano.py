@@ -36,7 +36,7 @@ def synthetic_mano_data(side: str, seed: int = 0) -> dict[str, np.ndarray]:
     v_template = joints[owner] + rng.normal(scale=0.004, size=(NUM_VERTICES, 3))
     owner[:16] = np.arange(16)
     v_template[:16] = joints
-    for name, parent in zip(FINGERTIP_NAMES, FINGERTIP_PARENTS):
+    for name, parent in zip(FINGERTIP_NAMES, FINGERTIP_PARENTS, strict=True):
         vid = MANO_FINGERTIP_VERTEX_IDS[name]
         owner[vid] = parent
         v_template[vid] = tips[FINGERTIP_NAMES.index(name)]

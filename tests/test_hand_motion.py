@@ -37,7 +37,9 @@ def test_shapes_and_flat_pose_are_normalised():
     ],
 )
 def test_wrong_shapes_name_sample_and_field(field, value, message):
-    kwargs = dict(side="left", hand_pose=torch.zeros(30, 15, 3), global_orient=torch.zeros(30, 3), transl=torch.zeros(30, 3))
+    kwargs = dict(
+        side="left", hand_pose=torch.zeros(30, 15, 3), global_orient=torch.zeros(30, 3), transl=torch.zeros(30, 3)
+    )
     kwargs[field] = value
     with pytest.raises(HandMotionError, match=rf"sample 'bad-1'.*'{message}'"):
         HandMotion(sample_id="bad-1", **kwargs)

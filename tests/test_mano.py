@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from synthetic_mano import write_synthetic_mano
 
 from modeling_pela.hand_motion import HandMotion, HandMotionError
 from modeling_pela.mano import (
@@ -14,7 +15,6 @@ from modeling_pela.mano import (
     load_hand_kinematics,
     mirror_points,
 )
-from synthetic_mano import write_synthetic_mano
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,12 @@ def test_fk_is_rigid_and_wrist_rotation_pivots_about_wrist():
     joints = kin.joints(pose, orient, transl, "right")
     torch.testing.assert_close(joints[:, 0], transl)
     rest = kin.joints(pose, torch.zeros_like(orient), torch.zeros_like(transl), "right")
-    bone = lambda j: torch.stack([(j[..., k, :] - j[..., p, :]).norm(dim=-1) for k, p in enumerate(KEYPOINT_PARENTS) if p >= 0], -1)  # noqa: E731
+
+    def bone(j: torch.Tensor) -> torch.Tensor:
+        return torch.stack(
+            [(j[..., k, :] - j[..., p, :]).norm(dim=-1) for k, p in enumerate(KEYPOINT_PARENTS) if p >= 0], -1
+        )
+
     torch.testing.assert_close(bone(joints), bone(rest), atol=1e-6, rtol=0)
 
 

@@ -31,6 +31,7 @@ import json
 import os
 import pickle
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +43,11 @@ from ..sources import (
     SourceClip,
     SourceDataError,
     hand_motion,
+    lab_clips,
     load_mano_models,
     read_array,
     require_field,
     segment_recording,
-    segment_to_camera,
 )
 
 SOURCE = "arctic"
@@ -111,6 +112,11 @@ def _world_to_camera(root: Path, subject: str, seq: str, view: int, misc: dict, 
     return np.broadcast_to(world2cam[view - 1], (num_frames, 4, 4))
 
 
+def _images(image_dir: Path, offset: int, frames: list[int]) -> ImageFiles | None:
+    """Loader of one view's frames (image files are numbered from ``ioi_offset``); None without images."""
+    return ImageFiles([image_dir / f"{f + offset:05d}.jpg" for f in frames]) if image_dir.is_dir() else None
+
+
 def iter_clips(
     root: str | os.PathLike,
     mano_dir: str | os.PathLike,
@@ -151,28 +157,19 @@ def iter_clips(
         image_dir = root / "images" / subject / seq / str(view)
         obj, _, rest = seq.partition("_")
         segments = segment_recording(hands, target_fps=target_fps, min_seconds=min_seconds, max_seconds=max_seconds)
-        for index, segment in enumerate(segments):
-            clip_id = f"{subject}/{seq}/view{view}/{index:03d}"
-            frames = list(segment.source_frames)
-            yield SourceClip(
-                clip_id=clip_id,
-                source=SOURCE,
-                license=LICENSE,
-                citation=CITATION,
-                subset="lab",
-                fps=float(target_fps),
-                hands=segment_to_camera(segment, extrinsics, camera_frame, f"{SOURCE}/{clip_id}"),
-                frames=ImageFiles([image_dir / f"{f + offset:05d}.jpg" for f in frames])
-                if image_dir.is_dir()
-                else None,
-                metadata={
-                    "recording": f"{subject}/{seq}",
-                    "view": view,
-                    "camera_frame": camera_frame,
-                    "object": obj,
-                    "action": rest.split("_")[0],
-                    "source_fps": FPS,
-                    "source_frames": frames,
-                    "fitting_err": {side: float(err[frames].mean()) for side, err in errors.items()},
-                },
-            )
+        metadata = {"recording": f"{subject}/{seq}", "view": view, "camera_frame": camera_frame, "object": obj}
+        for clip in lab_clips(
+            segments,
+            source=SOURCE,
+            license=LICENSE,
+            citation=CITATION,
+            source_fps=FPS,
+            recording_id=f"{subject}/{seq}/view{view}",
+            extrinsics=extrinsics,
+            camera_frame=camera_frame,
+            frames=partial(_images, image_dir, offset),
+            metadata={**metadata, "action": rest.split("_")[0]},
+        ):
+            frames = clip.metadata["source_frames"]
+            clip.metadata["fitting_err"] = {side: float(err[frames].mean()) for side, err in errors.items()}
+            yield clip

@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import zipfile
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +44,12 @@ from ..sources import (
     SourceClip,
     SourceDataError,
     hand_motion,
+    lab_clips,
     load_mano_models,
     read_array,
     require_field,
     rigid_inverse,
     segment_recording,
-    segment_to_camera,
 )
 
 SOURCE = "dexycb"
@@ -90,6 +91,11 @@ def _object_name(ycb_id: Any, where: str) -> str:
     if not isinstance(ycb_id, int) or not 1 <= ycb_id <= len(YCB_CLASSES):
         raise SourceDataError(f"{where}: field 'ycb_ids' holds an unknown object id {ycb_id!r}")
     return YCB_CLASSES[ycb_id - 1]
+
+
+def _images(image_dir: Path, frames: list[int]) -> ImageFiles | None:
+    """Loader of one camera's colour frames; None without images."""
+    return ImageFiles([image_dir / f"color_{f:06d}.jpg" for f in frames]) if image_dir.is_dir() else None
 
 
 def iter_clips(
@@ -160,24 +166,15 @@ def iter_clips(
         segments = segment_recording(
             hands, present=present, target_fps=target_fps, min_seconds=min_seconds, max_seconds=max_seconds
         )
-        for index, segment in enumerate(segments):
-            clip_id = f"{recording}/{camera}/{index:03d}"
-            frames = list(segment.source_frames)
-            yield SourceClip(
-                clip_id=clip_id,
-                source=SOURCE,
-                license=LICENSE,
-                citation=CITATION,
-                subset="lab",
-                fps=float(target_fps),
-                hands=segment_to_camera(segment, rigid_inverse(cam_to_world), "clip_start", f"{SOURCE}/{clip_id}"),
-                frames=ImageFiles([image_dir / f"color_{f:06d}.jpg" for f in frames]) if image_dir.is_dir() else None,
-                metadata={
-                    "recording": recording,
-                    "camera": camera,
-                    "objects": objects,
-                    "grasped_object": objects[grasp],
-                    "source_fps": FPS,
-                    "source_frames": frames,
-                },
-            )
+        yield from lab_clips(
+            segments,
+            source=SOURCE,
+            license=LICENSE,
+            citation=CITATION,
+            source_fps=FPS,
+            recording_id=f"{recording}/{camera}",
+            extrinsics=rigid_inverse(cam_to_world),
+            camera_frame="clip_start",
+            frames=partial(_images, image_dir),
+            metadata={"recording": recording, "camera": camera, "objects": objects, "grasped_object": objects[grasp]},
+        )

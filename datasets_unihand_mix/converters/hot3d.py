@@ -32,6 +32,7 @@ import json
 import os
 import tarfile
 from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +48,12 @@ from ..sources import (
     SourceClip,
     SourceDataError,
     hand_motion,
+    lab_clips,
     load_mano_models,
     read_array,
     require_field,
     rigid_inverse,
     segment_recording,
-    segment_to_camera,
 )
 
 SOURCE = "hot3d"
@@ -177,6 +178,11 @@ def _read_clip(
     return motions, present, extrinsics, stream, images if images[0] in names else []
 
 
+def _images(tar_path: Path, images: list[str], frames: list[int]) -> TarImages | None:
+    """Loader of the clip's image members for the given frames; None if the stream has no images."""
+    return TarImages(tar_path, [images[f] for f in frames]) if images else None
+
+
 def iter_clips(
     root: str | os.PathLike,
     mano_dir: str | os.PathLike,
@@ -209,23 +215,15 @@ def iter_clips(
         segments = segment_recording(
             hands, present=present, target_fps=target_fps, min_seconds=min_seconds, max_seconds=max_seconds
         )
-        for index, segment in enumerate(segments):
-            clip_id = f"{recording}/{clip_stream}/{index:03d}"
-            frames = list(segment.source_frames)
-            yield SourceClip(
-                clip_id=clip_id,
-                source=SOURCE,
-                license=LICENSE,
-                citation=CITATION,
-                subset="lab",
-                fps=float(target_fps),
-                hands=segment_to_camera(segment, extrinsics, camera_frame, f"{SOURCE}/{clip_id}"),
-                frames=TarImages(tar_path, [images[f] for f in frames]) if images else None,
-                metadata={
-                    "recording": recording,
-                    "stream": clip_stream,
-                    "camera_frame": camera_frame,
-                    "source_fps": FPS,
-                    "source_frames": frames,
-                },
-            )
+        yield from lab_clips(
+            segments,
+            source=SOURCE,
+            license=LICENSE,
+            citation=CITATION,
+            source_fps=FPS,
+            recording_id=f"{recording}/{clip_stream}",
+            extrinsics=extrinsics,
+            camera_frame=camera_frame,
+            frames=partial(_images, tar_path, images),
+            metadata={"recording": recording, "stream": clip_stream, "camera_frame": camera_frame},
+        )
