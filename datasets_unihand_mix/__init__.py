@@ -1,4 +1,9 @@
-"""UniHand-Mix data: the built-in procedural hand-motion clips (lab and wild styles) and their rendering."""
+"""UniHand-Mix data: the built-in procedural hand-motion clips (lab and wild styles) and their rendering.
+
+The data set itself lives in submodules, imported on demand (they need ``datasets``): :mod:`.schema` (the Features),
+:mod:`.builder` (``UniHandMix``, configs toy/lab/wild/mix), :mod:`.curation` / :mod:`.curation_models` (the wild
+curation pipeline), :mod:`.export` (Hub-native parquet + card, upload) and :mod:`.streaming` (validating reader).
+"""
 
 from .procedural import (
     STYLES,

@@ -23,6 +23,11 @@ Frames (right-handed, metres):
 
 Clips are whole numbers of 15-frame chunks (at least two). Frames are rendered lazily
 (:meth:`ProceduralClip.render_frame`), so a caller can render only the first and the chunk-boundary frames.
+
+``junk_probability`` > 0 turns some clips into curation negatives (``task["junk"]``), the kinds of in-the-wild clip
+the UniHand-Mix curation pipeline must drop: ``idle`` (the hands rest while the narration names a task), ``absent``
+(the hands are out of view) and ``distractor`` (the narration is no hand activity). Which clips become junk is drawn
+from a separate random stream, so every other clip is identical to the one ``junk_probability=0`` gives.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -88,6 +93,16 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         "transfer {obj} from the {src} hand to the {dst} hand",
     ),
 }
+JUNK_KINDS = ("idle", "absent", "distractor")
+# Narrations of distractor clips: activities that are not hand-centric (as in egocentric video narrations).
+DISTRACTOR_NARRATIONS = (
+    "Look around the room.",
+    "Talk to the person across the table.",
+    "Glance at the clock on the wall.",
+    "Stand still and think for a moment.",
+    "Watch the other person at the table.",
+    "Listen to someone speaking nearby.",
+)
 DIRECTIONS: dict[str, tuple[float, float]] = {
     "to the left": (-1.0, 0.0),
     "to the right": (1.0, 0.0),
@@ -128,6 +143,7 @@ class ProceduralConfig:
         supersample: rendering supersampling factor (anti-aliasing).
         wild_speedup: how much faster wild motion is played than lab motion.
         idle_hand_probability: chance that the idle hand of a one-hand task is in the clip.
+        junk_probability: chance that a clip is a curation negative (see the module docstring; 0 for none).
     """
 
     style: str = "lab"
@@ -139,6 +155,7 @@ class ProceduralConfig:
     supersample: int = 2
     wild_speedup: float = 2.0
     idle_hand_probability: float = 0.5
+    junk_probability: float = 0.0
 
     def __post_init__(self) -> None:
         if self.style not in STYLES:
@@ -150,6 +167,8 @@ class ProceduralConfig:
             raise ValueError(f"num_objects must satisfy 2 <= min <= max <= 4, got {self.num_objects}")
         if self.max_chunks < 2 or self.fps <= 0 or self.supersample < 1 or self.wild_speedup <= 0:
             raise ValueError("max_chunks >= 2, fps > 0, supersample >= 1 and wild_speedup > 0 are required")
+        if not 0.0 <= self.junk_probability <= 1.0:
+            raise ValueError(f"junk_probability must be in [0, 1], got {self.junk_probability}")
 
 
 @dataclass
@@ -1139,7 +1158,7 @@ def generate_clip(index: int, config: ProceduralConfig | None = None) -> Procedu
         for side in task["hands_active"]
         for name, a, b in planner.tracks[side].phases
     ]
-    return ProceduralClip(
+    clip = ProceduralClip(
         clip_id=clip_id,
         style=config.style,
         instruction=instruction,
@@ -1152,6 +1171,38 @@ def generate_clip(index: int, config: ProceduralConfig | None = None) -> Procedu
         appearance=_make_appearance(rng, config),
         labelled_for_training=config.style == "lab",
     )
+    if config.junk_probability > 0:
+        junk_rng = np.random.default_rng(np.random.SeedSequence([config.seed, index, style_id, 1]))
+        if junk_rng.random() < config.junk_probability:
+            _make_junk(clip, str(junk_rng.choice(JUNK_KINDS)), junk_rng)
+    return clip
+
+
+def _make_junk(clip: ProceduralClip, kind: str, rng: np.random.Generator) -> None:
+    """Turn ``clip`` into a curation negative of ``kind`` (in place; see the module docstring)."""
+    clip.task["junk"] = kind
+    if kind == "distractor":
+        clip.instruction = str(rng.choice(DISTRACTOR_NARRATIONS))
+        return
+    num_frames = clip.num_frames
+    for obj in clip.objects:  # nothing is manipulated: objects stay where they start
+        obj.positions[:] = obj.positions[0]
+        obj.rotations[:] = obj.rotations[0]
+    clip.task["phases"] = []
+    for side, motion in clip.hands.items():
+        if kind == "idle":  # resting hands with a slight tremor
+            tremor = torch.as_tensor(smooth_noise(rng, num_frames, 3, 4.0) * 0.002, dtype=torch.float32)
+            curl = torch.as_tensor(smooth_noise(rng, num_frames, 45, 4.0) * 0.01, dtype=torch.float32)
+            clip.hands[side] = replace(
+                motion,
+                hand_pose=motion.hand_pose[:1] + curl.reshape(num_frames, 15, 3),
+                global_orient=motion.global_orient[:1].expand(num_frames, 3).clone(),
+                transl=motion.transl[:1] + tremor,
+            )
+        else:  # absent: the hands are held below the camera's view (camera y points down, 2 x depth: 63 deg)
+            offset = torch.zeros_like(motion.transl)
+            offset[:, 1] = 2.0 * motion.transl[:, 2]
+            clip.hands[side] = replace(motion, transl=motion.transl + offset)
 
 
 def _make_appearance(rng: np.random.Generator, config: ProceduralConfig) -> Appearance:

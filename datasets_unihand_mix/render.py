@@ -395,11 +395,12 @@ def _hand_items(clip: ProceduralClip, side: str, t: int, view: _View) -> list[_I
 # Frames
 
 
-def _occluders(clip: ProceduralClip, view: _View, t: int, draw: ImageDraw.ImageDraw) -> None:
-    """Random foreground shapes entering from the image border (wild clips)."""
+def _occluder_shapes(clip: ProceduralClip, view: _View, t: int) -> list[tuple[list[tuple[float, float]], RGB]]:
+    """Random foreground shapes entering from the image border (wild clips): (polygon in drawing pixels, colour)."""
     rng = np.random.default_rng([clip.appearance.seed, 3])
     size = np.array([view.width, view.height], dtype=np.float64)
     shift = view.rot[:2, 2] * view.focal  # camera shake moves the foreground too
+    shapes = []
     for _ in range(clip.appearance.occluders):
         edge = rng.integers(4)
         anchor = rng.uniform(0, 1, 2)
@@ -410,7 +411,19 @@ def _occluders(clip: ProceduralClip, view: _View, t: int, draw: ImageDraw.ImageD
         radii = radius * rng.uniform(0.6, 1.0, 7)
         centre = anchor * size + drift + shift
         poly = [tuple(centre + r * np.array([math.cos(a), math.sin(a)])) for a, r in zip(angles, radii, strict=True)]
-        draw.polygon(poly, fill=tuple(int(c) for c in rng.integers(10, 140, 3)))
+        shapes.append((poly, tuple(int(c) for c in rng.integers(10, 140, 3))))
+    return shapes
+
+
+def occluder_mask(clip: ProceduralClip, t: int) -> np.ndarray:
+    """(H, W) bool mask of the occluders drawn over frame ``t`` (all False for lab clips)."""
+    view = _View(clip, t)
+    mask = Image.new("1", (view.width, view.height), 0)
+    if clip.style == "wild":
+        draw = ImageDraw.Draw(mask)
+        for poly, _ in _occluder_shapes(clip, view, t):
+            draw.polygon(poly, fill=1)
+    return np.asarray(mask.resize((clip.camera.width, clip.camera.height), Image.NEAREST), dtype=bool)
 
 
 def render_frame(clip: ProceduralClip, t: int) -> np.ndarray:
@@ -429,7 +442,8 @@ def render_frame(clip: ProceduralClip, t: int) -> np.ndarray:
     for _, paint in sorted(items, key=lambda item: -item[0]):
         paint(draw)
     if wild:
-        _occluders(clip, view, t, draw)
+        for poly, colour in _occluder_shapes(clip, view, t):
+            draw.polygon(poly, fill=colour)
     image = image.reduce(view.scale) if view.scale > 1 else image
     if not wild:
         return np.asarray(image)

@@ -22,7 +22,7 @@ One row is one instruction-tuning sample built from one clip (1-10 s, a whole nu
 | ``motion_tokens_left`` / ``motion_tokens_right`` | list[list[int32]] or null | optional precomputed GRQ-VAE ids, (num_chunks, 128) |
 | ``frame_features`` | list[list[float32]] or null | optional precomputed frame-encoder features of the boundary frames |
 | ``frame_feature_model`` | string | which encoder produced ``frame_features`` (empty if none) |
-| ``has_motion_labels`` | bool | MANO labels usable for training (MCP on) |
+| ``has_motion_labels`` | bool | MANO labels present (lab capture; wild test: pose estimates); False for ``video_only`` |
 | ``labels_are_estimates`` | bool | MANO comes from a pose estimator (wild test split), not from lab capture |
 | ``pose_confidence`` / ``detection_confidence`` | float32 | per-clip estimator / detector confidence (1.0 for lab capture) |
 | ``curation`` | string | JSON record of the curation stages applied (models, thresholds, slow-down) |

@@ -47,6 +47,39 @@ def _cmd_data_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_export(args: argparse.Namespace) -> int:
+    from datasets_unihand_mix.builder import UniHandMix
+    from datasets_unihand_mix.export import export_hub_folder
+
+    options = {"test_fraction": args.test_fraction, "image_format": args.image_format}
+    if args.config == "toy":
+        options.update(seed=args.seed, image_size=args.image_size, num_workers=args.num_workers)
+        options.update(junk_probability=args.junk_probability)
+        if args.num_clips is not None:
+            options["num_clips"] = args.num_clips
+    else:
+        options.update(data_dir=args.data_dir, mano_dir=args.mano_dir)
+    builder = UniHandMix(config_name=args.config, **options)
+    summary = export_hub_folder(
+        builder, args.output, max_shard_size=args.max_shard_size, repo_id=args.repo_id, overwrite=args.overwrite
+    )
+    for config, splits in summary.rows.items():
+        print(f"{config:5s} " + "  ".join(f"{split}: {count} rows" for split, count in splits.items()))
+    if summary.stats.get("curation"):
+        rates = {name: stage["keep_rate"] for name, stage in summary.stats["curation"]["stages"].items()}
+        print(f"curation keep rates: {json.dumps(rates)}")
+    print(f"wrote {summary.output_dir}")
+    return 0
+
+
+def _cmd_data_push(args: argparse.Namespace) -> int:
+    from datasets_unihand_mix.export import push_to_hub
+
+    url = push_to_hub(args.folder, args.repo_id, private=args.private, revision=args.revision)
+    print(f"uploaded {args.folder} to {args.repo_id}: {url}")
+    return 0
+
+
 def _cmd_tokenizer_train(args: argparse.Namespace) -> int:
     from .jobs import train_tokenizer_on_procedural
 
@@ -95,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_kinematics_arg(demo)
     demo.set_defaults(func=_cmd_demo)
 
-    data = sub.add_parser("data", help="built-in procedural data and (later) UniHand-Mix export")
+    data = sub.add_parser("data", help="built-in procedural data; UniHand-Mix export and upload")
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     preview = data_sub.add_parser("preview", help="render a grid of procedural clips (first/middle/last frame)")
     preview.add_argument("--output", default="outputs/preview.png")
@@ -104,6 +137,46 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--image-size", type=int, default=128)
     preview.add_argument("--seed", type=int, default=0)
     preview.set_defaults(func=_cmd_data_preview)
+    export = data_sub.add_parser(
+        "export",
+        help="build UniHand-Mix and write the Hub-native folder (parquet shards + dataset card) that "
+        "datasets.load_dataset(FOLDER, 'lab'|'wild'|'mix', streaming=True) reads",
+    )
+    export.add_argument(
+        "--config",
+        choices=("toy", "lab", "wild", "mix"),
+        default="toy",
+        help="toy: procedural lab + curated wild clips (no downloads); lab/wild/mix: local raw data",
+    )
+    export.add_argument("--output", required=True, help="folder to write (empty or absent, unless --overwrite)")
+    export.add_argument("--num-clips", type=int, default=None, help="toy: number of clips (default 200)")
+    export.add_argument("--seed", type=int, default=0)
+    export.add_argument("--image-size", type=int, default=96, help="toy: frame size in pixels")
+    export.add_argument("--num-workers", type=int, default=2, help="toy: generator processes")
+    export.add_argument(
+        "--junk-probability",
+        type=float,
+        default=0.15,
+        help="toy: share of wild candidates that are idle/absent/distractor clips",
+    )
+    export.add_argument(
+        "--data-dir", default=None, help="lab/wild/mix: raw data (DATA_DIR/arctic, /dexycb, /hot3d, /wild)"
+    )
+    export.add_argument("--mano-dir", default=None, help="lab/mix: folder with MANO_LEFT.pkl / MANO_RIGHT.pkl")
+    export.add_argument("--test-fraction", type=float, default=0.1)
+    export.add_argument("--image-format", choices=("jpeg", "png"), default="jpeg")
+    export.add_argument("--max-shard-size", default="256MB", help="target parquet shard size, e.g. 256MB")
+    export.add_argument("--repo-id", default="<org>/unihand-mix", help="repository named in the card's usage snippet")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing export in --output")
+    export.set_defaults(func=_cmd_data_export)
+    push = data_sub.add_parser(
+        "push", help="upload an exported folder to a Hub dataset repository (token: HF_TOKEN or `hf auth login`)"
+    )
+    push.add_argument("folder", help="a folder written by `pela data export`")
+    push.add_argument("--repo-id", required=True, help="e.g. my-org/unihand-mix")
+    push.add_argument("--private", action="store_true")
+    push.add_argument("--revision", default=None, help="branch to commit to (default: main)")
+    push.set_defaults(func=_cmd_data_push)
 
     tok = sub.add_parser("tokenizer", help="the GRQ-VAE motion tokenizer")
     tok_sub = tok.add_subparsers(dest="tokenizer_command", metavar="ACTION", required=True)

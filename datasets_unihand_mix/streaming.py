@@ -1,0 +1,241 @@
+"""Robust streaming of an exported UniHand-Mix (local folder or Hub repo) for training.
+
+``datasets.load_dataset(path, name, split=..., streaming=True)`` reads the export as is; a trainer should rather use
+:func:`stream_unihand_mix`, which returns the same kind of ``datasets.IterableDataset`` (shuffle buffer,
+``split_dataset_by_node``, ``state_dict``/``load_state_dict``, ``with_format("torch")``, DataLoader workers) but
+reads the parquet shards itself so that it can
+
+* skip a corrupt or truncated shard (``unreadable_shard``), and
+* validate every sample (:func:`validate_sample`: NaN/inf pose, missing frame, wrong lengths, bad values),
+
+counting each skip by reason in a :class:`SkipStats` and logging it, or raising a :class:`UniHandMixDataError` that
+names the shard or the sample id and field (``on_error="raise"``). Nothing is dropped silently.
+
+Counts are kept per process (each DataLoader worker counts its own); on resume the part of the current shard
+that is replayed is counted again.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import datasets
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from datasets.distributed import split_dataset_by_node
+from PIL import Image
+
+from modeling_pela.hand_motion import HAND_SIDES
+
+from .schema import CHUNK_LENGTH, MOTION_TOKENS_PER_CHUNK, SPLITS, TASK_TYPES, unihand_features
+
+logger = logging.getLogger(__name__)
+
+ON_ERROR = ("skip", "raise")
+SKIP_REASONS = ("unreadable_shard", "nan_pose", "missing_frame", "bad_frame", "wrong_length", "bad_value")
+LOGGED_PER_REASON = 10
+
+
+class UniHandMixDataError(ValueError):
+    """A shard or a sample of UniHand-Mix is unusable. ``reason`` is one of :data:`SKIP_REASONS`; ``where`` names the
+    shard file or ``sample '<id>' field '<name>'``."""
+
+    def __init__(self, reason: str, where: str, detail: str) -> None:
+        super().__init__(f"{where}: {detail}")
+        self.reason, self.where, self.detail = reason, where, detail
+
+
+@dataclass
+class SkipStats:
+    """Counts of skipped shards and samples by reason, with the last message of each (for a trainer to log).
+
+    The first :data:`LOGGED_PER_REASON` skips of each reason are logged at WARNING, later ones at DEBUG.
+    """
+
+    counts: Counter = field(default_factory=Counter)
+    last: dict[str, str] = field(default_factory=dict)
+    samples_ok: int = 0
+
+    @property
+    def skipped(self) -> int:
+        return sum(self.counts.values())
+
+    def record(self, error: UniHandMixDataError) -> None:
+        self.counts[error.reason] += 1
+        self.last[error.reason] = str(error)
+        level = logging.WARNING if self.counts[error.reason] <= LOGGED_PER_REASON else logging.DEBUG
+        logger.log(level, "UniHand-Mix: skipping %s [%s skip #%d]", error, error.reason, self.counts[error.reason])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"samples_ok": self.samples_ok, "skipped": dict(self.counts), "last": dict(self.last)}
+
+
+def _sample_error(reason: str, sample_id: str, name: str, detail: str) -> UniHandMixDataError:
+    return UniHandMixDataError(reason, f"sample '{sample_id}' field '{name}'", detail)
+
+
+def _check_array(value: Any, shape: tuple[int, ...], sample_id: str, name: str) -> None:
+    """``value`` must be a finite float array of ``shape``."""
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise _sample_error("wrong_length", sample_id, name, f"ragged or non-numeric, expected shape {shape}") from None
+    if array.shape != shape:
+        raise _sample_error("wrong_length", sample_id, name, f"shape {array.shape}, expected {shape}")
+    bad = ~np.isfinite(array)
+    if bad.any():
+        frame = int(np.argwhere(bad)[0][0])
+        kind = "NaN" if np.isnan(array).any() else "inf"
+        raise _sample_error("nan_pose", sample_id, name, f"contains {kind} (first at frame {frame})")
+
+
+def validate_sample(row: Mapping[str, Any]) -> None:
+    """Check one (undecoded) row; raise :class:`UniHandMixDataError` naming the sample and the field.
+
+    Checks: the id, split and task type; ``num_frames == chunk_length * num_chunks`` with 15-frame chunks;
+    ``num_chunks + 1`` boundary frames and a first frame with readable image headers; a positive finite fps; for each hand in ``hands``
+    with MANO: (T, 45) / (T, 3) / (T, 3) finite arrays (and 10 finite betas when present); motion-labelled samples have
+    MANO for every listed hand; precomputed motion tokens, if any, are (num_chunks, 128).
+    """
+    sample_id = str(row.get("id") or "<no id>")
+    if not row.get("id"):
+        raise _sample_error("bad_value", sample_id, "id", "missing")
+    for name, allowed in (("split", SPLITS), ("task_type", TASK_TYPES)):
+        if row.get(name) not in allowed:
+            raise _sample_error("bad_value", sample_id, name, f"{row.get(name)!r} is not one of {allowed}")
+    fps = row.get("fps")
+    if not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
+        raise _sample_error("bad_value", sample_id, "fps", f"must be a positive number, got {fps!r}")
+    num_frames, num_chunks, chunk = row.get("num_frames"), row.get("num_chunks"), row.get("chunk_length")
+    if chunk != CHUNK_LENGTH or not isinstance(num_chunks, int) or num_chunks < 1 or num_frames != chunk * num_chunks:
+        raise _sample_error(
+            "wrong_length",
+            sample_id,
+            "num_frames",
+            f"{num_frames} frames, {num_chunks} chunks of {chunk}; expected chunks of {CHUNK_LENGTH}",
+        )
+    frames = row.get("boundary_frames") or []
+    if len(frames) != num_chunks + 1:
+        raise _sample_error(
+            "missing_frame", sample_id, "boundary_frames", f"{len(frames)} frames, expected {num_chunks + 1}"
+        )
+    for index, image in enumerate([row.get("first_frame"), *frames]):
+        name = "first_frame" if index == 0 else f"boundary_frames[{index - 1}]"
+        if not image or not image.get("bytes"):
+            raise _sample_error("missing_frame", sample_id, name, "no image bytes")
+        try:  # reads the header only; the pixels are decoded by `datasets` when the sample is used
+            with Image.open(io.BytesIO(image["bytes"])) as header:
+                header.size  # noqa: B018
+        except (OSError, ValueError) as err:
+            raise _sample_error("bad_frame", sample_id, name, f"not a readable image ({err})") from None
+    hands = row.get("hands") or []
+    if not hands or not set(hands) <= set(HAND_SIDES):
+        raise _sample_error("bad_value", sample_id, "hands", f"{hands!r} must be a non-empty subset of {HAND_SIDES}")
+    for side in HAND_SIDES:
+        mano = row.get(f"mano_{side}")
+        if mano is None:
+            if row.get("has_motion_labels") and side in hands:
+                raise _sample_error("bad_value", sample_id, f"mano_{side}", "null for a motion-labelled hand")
+            continue
+        for key, dims in (("hand_pose", 45), ("global_orient", 3), ("transl", 3)):
+            _check_array(mano.get(key), (num_frames, dims), sample_id, f"mano_{side}.{key}")
+        if mano.get("betas") is not None:
+            _check_array(mano["betas"], (10,), sample_id, f"mano_{side}.betas")
+        tokens = row.get(f"motion_tokens_{side}")
+        if tokens is not None and np.shape(tokens) != (num_chunks, MOTION_TOKENS_PER_CHUNK):
+            raise _sample_error(
+                "wrong_length",
+                sample_id,
+                f"motion_tokens_{side}",
+                f"shape {np.shape(tokens)}, expected ({num_chunks}, {MOTION_TOKENS_PER_CHUNK})",
+            )
+
+
+def iter_valid_rows(files: list[str], on_error: str, stats: SkipStats, batch_size: int = 16) -> Iterator[dict]:
+    """Rows of parquet ``files`` in order (images undecoded), skipping or raising on unreadable shards and invalid
+    samples (see the module docstring). This is the generator behind :func:`stream_unihand_mix`."""
+    for file in files:
+        try:
+            with fsspec.open(file, "rb") as handle:
+                parquet = pq.ParquetFile(handle)
+                for batch in parquet.iter_batches(batch_size=batch_size):
+                    for row in batch.to_pylist():
+                        try:
+                            validate_sample(row)
+                        except UniHandMixDataError as error:
+                            if on_error == "raise":
+                                raise
+                            stats.record(error)
+                            continue
+                        stats.samples_ok += 1
+                        yield row
+        except (pa.ArrowException, OSError) as err:
+            error = UniHandMixDataError("unreadable_shard", f"shard {file}", f"{type(err).__name__}: {err}")
+            if on_error == "raise":
+                raise error from err
+            stats.record(error)
+
+
+def resolve_data_files(path: str, name: str = "mix", split: str = "train", **builder_kwargs: Any) -> list[str]:
+    """The parquet files of ``name``/``split`` as declared by the dataset card's ``configs:`` (local or Hub)."""
+    builder = datasets.load_dataset_builder(path, name, **builder_kwargs)
+    data_files = builder.config.data_files or {}
+    if split not in data_files:
+        raise ValueError(f"{path} config '{name}' has no split '{split}'; it declares {sorted(data_files)}")
+    return list(data_files[split])
+
+
+def stream_unihand_mix(
+    path: str,
+    name: str = "mix",
+    split: str = "train",
+    *,
+    on_error: str = "skip",
+    stats: SkipStats | None = None,
+    shuffle_buffer_size: int | None = None,
+    seed: int = 0,
+    rank: int | None = None,
+    world_size: int | None = None,
+    **builder_kwargs: Any,
+) -> datasets.IterableDataset:
+    """Stream ``name``/``split`` of an exported UniHand-Mix with validation (module docstring).
+
+    Args:
+        path: a local export folder or a Hub repo id.
+        on_error: ``"skip"`` (count in ``stats`` and log) or ``"raise"`` (:class:`UniHandMixDataError`).
+        stats: where skips are counted (pass one to read the counts; per process).
+        shuffle_buffer_size: shuffle shard order and use a buffer of this size (None: file order).
+        seed: shuffle seed, identical on every rank (call ``set_epoch`` on the result to reshuffle per epoch).
+        rank / world_size: keep only this rank's part (``datasets.distributed.split_dataset_by_node``: whole shards
+            when their number divides by ``world_size``, else every ``world_size``-th sample).
+        builder_kwargs: passed to ``datasets.load_dataset_builder`` (e.g. ``revision``, ``token``).
+
+    Returns:
+        A ``datasets.IterableDataset`` with the :func:`~datasets_unihand_mix.schema.unihand_features` schema (images
+        decode to PIL). Resume with ``state_dict()`` / ``load_state_dict()`` (exact without a shuffle buffer; a
+        buffer's content is not saved, as documented by ``datasets``).
+    """
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    if (rank is None) != (world_size is None):
+        raise ValueError("pass both rank and world_size, or neither")
+    files = resolve_data_files(path, name, split, **builder_kwargs)
+    dataset = datasets.IterableDataset.from_generator(
+        iter_valid_rows,
+        features=unihand_features(),
+        gen_kwargs={"files": files, "on_error": on_error, "stats": stats if stats is not None else SkipStats()},
+        split=datasets.NamedSplit(split),
+    )
+    if shuffle_buffer_size:
+        dataset = dataset.shuffle(seed=seed, buffer_size=shuffle_buffer_size)
+    if world_size is not None:
+        dataset = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
+    return dataset

@@ -1,0 +1,183 @@
+"""Streaming an exported UniHand-Mix: shuffling, ranks, resume, and skipping corrupt shards / malformed samples."""
+
+import logging
+import shutil
+
+import datasets
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from datasets.arrow_writer import ParquetWriter
+from PIL import Image
+
+from datasets_unihand_mix.builder import UniHandMix
+from datasets_unihand_mix.export import export_hub_folder
+from datasets_unihand_mix.schema import unihand_features
+from datasets_unihand_mix.streaming import (
+    SkipStats,
+    UniHandMixDataError,
+    resolve_data_files,
+    stream_unihand_mix,
+    validate_sample,
+)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    out = tmp_path_factory.mktemp("stream") / "unihand"
+    export_hub_folder(UniHandMix(config_name="toy", num_clips=24, image_size=64), out, max_shard_size="40KB")
+    return out
+
+
+@pytest.fixture(scope="module")
+def all_ids(folder):
+    return [row["id"] for row in datasets.load_dataset(str(folder), "mix", split="train", streaming=True)]
+
+
+def ids(dataset):
+    return [row["id"] for row in dataset]
+
+
+def test_full_pass_matches_plain_datasets_and_decodes_images(folder, all_ids):
+    stats = SkipStats()
+    dataset = stream_unihand_mix(str(folder), "mix", "train", stats=stats)
+    rows = list(dataset)
+    assert [r["id"] for r in rows] == all_ids and len(rows) == 21
+    assert stats.samples_ok == 21 and stats.skipped == 0
+    assert isinstance(rows[0]["first_frame"], Image.Image) and rows[0]["first_frame"].size == (64, 64)
+    assert dataset.n_shards == len(resolve_data_files(str(folder), "mix", "train")) > 2
+    with pytest.raises(ValueError, match="has no split 'validation'"):
+        stream_unihand_mix(str(folder), "mix", "validation")
+
+
+def test_shuffle_is_seeded_and_keeps_every_sample(folder, all_ids):
+    a = ids(stream_unihand_mix(str(folder), shuffle_buffer_size=8, seed=1))
+    b = ids(stream_unihand_mix(str(folder), shuffle_buffer_size=8, seed=1))
+    c = ids(stream_unihand_mix(str(folder), shuffle_buffer_size=8, seed=2))
+    assert a == b and a != c and a != all_ids
+    assert sorted(a) == sorted(c) == sorted(all_ids)
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+@pytest.mark.parametrize("shuffle", [None, 8])
+def test_ranks_see_disjoint_parts_covering_the_split(folder, all_ids, world_size, shuffle):
+    parts = [
+        ids(stream_unihand_mix(str(folder), shuffle_buffer_size=shuffle, seed=3, rank=r, world_size=world_size))
+        for r in range(world_size)
+    ]
+    assert all(parts) and sorted(sum(parts, [])) == sorted(all_ids)
+    with pytest.raises(ValueError, match="both rank and world_size"):
+        stream_unihand_mix(str(folder), rank=0)
+
+
+@pytest.mark.parametrize("rank", [None, 1])
+def test_state_dict_resume_continues_exactly(folder, rank):
+    kwargs = {"rank": rank, "world_size": 2} if rank is not None else {}
+    reference = ids(stream_unihand_mix(str(folder), **kwargs))
+    dataset = stream_unihand_mix(str(folder), **kwargs)
+    iterator = iter(dataset)
+    head = [next(iterator)["id"] for _ in range(5)]
+    state = dataset.state_dict()
+    resumed = stream_unihand_mix(str(folder), **kwargs)
+    resumed.load_state_dict(state)
+    assert head + ids(resumed) == reference
+
+
+def test_truncated_shard_is_skipped_with_a_count_or_raises(folder, all_ids, tmp_path, caplog):
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    shard = sorted((copy / "data/lab").glob("train-*.parquet"))[1]
+    lost = pq.ParquetFile(shard).metadata.num_rows
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    stats = SkipStats()
+    with caplog.at_level(logging.WARNING, logger="datasets_unihand_mix.streaming"):
+        rows = ids(stream_unihand_mix(str(copy), "mix", "train", stats=stats))
+    assert len(rows) == len(all_ids) - lost and set(rows) < set(all_ids)
+    assert stats.counts == {"unreadable_shard": 1} and shard.name in stats.last["unreadable_shard"]
+    assert any(shard.name in record.getMessage() for record in caplog.records)
+    with pytest.raises(UniHandMixDataError, match=rf"shard .*{shard.name}: ArrowInvalid"):
+        list(stream_unihand_mix(str(copy), "mix", "train", on_error="raise"))
+
+
+def _corrupt(rows):
+    """Break rows 0-4 in one way each; returns {sample id: (reason, field)}."""
+    labelled = [r for r in rows if r["mano_left"] is not None or r["mano_right"] is not None]
+    assert len(labelled) >= 5
+    broken = {}
+
+    def side(row):
+        return "left" if row["mano_left"] is not None else "right"
+
+    row = labelled[0]
+    row[f"mano_{side(row)}"]["hand_pose"][3][5] = float("nan")
+    broken[row["id"]] = ("nan_pose", f"mano_{side(row)}.hand_pose")
+    row = labelled[1]
+    row["boundary_frames"] = row["boundary_frames"][:-1]
+    broken[row["id"]] = ("missing_frame", "boundary_frames")
+    row = labelled[2]
+    row[f"mano_{side(row)}"]["transl"] = row[f"mano_{side(row)}"]["transl"][:-1]
+    broken[row["id"]] = ("wrong_length", f"mano_{side(row)}.transl")
+    row = labelled[3]
+    row["boundary_frames"][1] = {"bytes": b"not an image", "path": None}
+    broken[row["id"]] = ("bad_frame", "boundary_frames[1]")
+    row = labelled[4]
+    row["num_frames"] += 1
+    broken[row["id"]] = ("wrong_length", "num_frames")
+    return broken
+
+
+def test_malformed_samples_are_skipped_with_counted_reasons_or_raise(folder, all_ids, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    shards = sorted((copy / "data/lab").glob("train-*.parquet"))
+    rows = [row for shard in shards for row in pq.read_table(shard).to_pylist()]
+    broken = _corrupt(rows)
+    for shard in shards:
+        shard.unlink()
+    writer = ParquetWriter(path=str(copy / "data/lab/train-00000-of-00001.parquet"), features=unihand_features())
+    for row in rows:
+        writer.write(row)
+    writer.finalize()
+    writer.close()
+
+    stats = SkipStats()
+    kept = ids(stream_unihand_mix(str(copy), "mix", "train", stats=stats))
+    assert kept == [i for i in all_ids if i not in broken]
+    assert stats.counts == {"nan_pose": 1, "missing_frame": 1, "wrong_length": 2, "bad_frame": 1}
+    assert stats.samples_ok == len(kept) and stats.as_dict()["skipped"] == dict(stats.counts)
+    first = next(iter(broken))
+    with pytest.raises(
+        UniHandMixDataError, match=rf"sample '{first}' field 'mano_\w+\.hand_pose': contains NaN"
+    ) as err:
+        list(stream_unihand_mix(str(copy), "mix", "train", on_error="raise"))
+    assert err.value.reason == "nan_pose"
+    for row in rows:
+        if row["id"] in broken:
+            with pytest.raises(UniHandMixDataError) as err:
+                validate_sample(row)
+            assert (err.value.reason, err.value.where) == (
+                broken[row["id"]][0],
+                f"sample '{row['id']}' field '{broken[row['id']][1]}'",
+            )
+
+
+def test_validate_sample_checks_labels_and_tokens(folder):
+    row = next(r for r in pq.read_table(next((folder / "data/lab").glob("train-*"))).to_pylist())
+    validate_sample(row)
+    side = row["hands"][0]
+    for edit, reason, field in [
+        (lambda r: r.update({f"mano_{side}": None}), "bad_value", f"mano_{side}"),
+        (lambda r: r.update({"task_type": "dance"}), "bad_value", "task_type"),
+        (lambda r: r.update({"fps": float("nan")}), "bad_value", "fps"),
+        (lambda r: r.update({"hands": []}), "bad_value", "hands"),
+        (lambda r: r.update({f"motion_tokens_{side}": [[0] * 128]}), "wrong_length", f"motion_tokens_{side}"),
+        (lambda r: r[f"mano_{side}"].update({"betas": [0.0] * 9}), "wrong_length", f"mano_{side}.betas"),
+        (lambda r: r.update({"first_frame": None}), "missing_frame", "first_frame"),
+    ]:
+        broken = {**row, f"mano_{side}": dict(row[f"mano_{side}"])}
+        edit(broken)
+        with pytest.raises(UniHandMixDataError, match=rf"field '{field}'") as err:
+            validate_sample(broken)
+        assert err.value.reason == reason
+    tokens = {**row, f"motion_tokens_{side}": np.zeros((row["num_chunks"], 128), int).tolist()}
+    validate_sample(tokens)
