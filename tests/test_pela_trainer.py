@@ -1,0 +1,123 @@
+"""PELATrainer + PELADataCollator on the tiny PELA model: masking, logged losses, EMA, streaming, 2-process DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import pytest
+import torch
+from pela_testing import make_sample, tiny_model, tiny_processor
+
+from trainers.collator import PELADataCollator
+from trainers.pela_trainer import PELATrainer, pela_training_arguments
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = ("motion_generation", "video_only", "motion_continuation", "motion_description", "motion_generation")
+
+
+def _rows(n: int) -> list[dict]:
+    rows = []
+    for i in range(n):
+        task = TASKS[i % len(TASKS)]
+        rows.append(make_sample(task, hands=("left", "right") if i % 2 else ("right",), num_chunks=2, seed=i,
+                                context_chunks=1 if task == "motion_continuation" else 0))  # fmt: skip
+    return rows
+
+
+def test_collator_masks_per_task_and_is_deterministic():
+    model = tiny_model()
+    collator = PELADataCollator(tiny_processor(model.config), seed=3)
+    rows = _rows(5)
+    batch, again = collator(rows), collator(rows)
+    assert torch.equal(batch["input_ids"], again["input_ids"]) and torch.equal(batch["labels"], again["labels"])
+    assert "first_target_chunk" not in batch
+    mask_id = model.config.mask_token_id
+    for b, row in enumerate(rows):
+        motion = batch["chunk_ids"][b] >= 0
+        masked = motion & (batch["input_ids"][b] == mask_id)
+        motion_labels = batch["labels"][b][motion]
+        if row["task_type"] == "video_only":
+            assert bool(masked[motion].all()) and bool((motion_labels == -100).all()) and not batch["is_labeled"][b]
+        elif row["task_type"] == "motion_description":
+            assert not masked.any() and bool((motion_labels == -100).all())
+            assert bool((batch["labels"][b][~motion] != -100).any())  # the response text
+        else:
+            assert masked.any()
+            assert torch.equal(batch["labels"][b] != -100, masked | (~motion & (batch["labels"][b] != -100)))
+        if row["task_type"] == "motion_continuation":  # the context time step (both hands' chunks) stays intact
+            context = (batch["chunk_ids"][b] >= 0) & (batch["chunk_ids"][b] < len(row["hands"]))
+            assert not masked[context].any()
+
+
+def test_trainer_logs_hybrid_loss_terms_and_runs_the_ema(tmp_path):
+    model = tiny_model().train()
+    lap_before = {k: v.clone() for k, v in model.state_dict().items()}
+    collator = PELADataCollator(tiny_processor(model.config))
+    args = pela_training_arguments(
+        str(tmp_path), max_steps=3, per_device_train_batch_size=5, logging_steps=1, learning_rate=1e-3,
+        warmup_steps=0, save_strategy="no", use_cpu=True, disable_tqdm=True,
+    )  # fmt: skip
+    stream = datasets.IterableDataset.from_generator(lambda: iter(_rows(15)))
+    trainer = PELATrainer(model=model, args=args, train_dataset=stream, data_collator=collator)
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logs) == 3
+    for log in logs:
+        for key in ("mcp_loss", "align_loss", "text_loss", "latent_action_std", "mcp_accuracy"):
+            assert key in log and log[key] == log[key], (key, log)  # present and not NaN
+        assert 0.0 <= log["mcp_accuracy"] <= 1.0 and log["latent_action_std"] > 0
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, lap_before[k])]
+    assert changed, "training changed no parameter"
+    assert args.learning_rate == 1e-3 and args.weight_decay == 0.05 and args.adam_beta2 == 0.95
+    assert args.lr_scheduler_type == "cosine" and args.max_grad_norm == 1.0
+
+
+DDP_SCRIPT = """
+import json, sys
+sys.path.insert(0, {tests!r})
+import datasets, torch
+from pela_testing import make_sample, tiny_model, tiny_processor
+from test_pela_trainer import _rows
+from trainers.collator import PELADataCollator
+from trainers.pela_trainer import PELATrainer, pela_training_arguments
+
+out, batch = sys.argv[1], int(sys.argv[2])
+torch.set_num_threads(1)
+model = tiny_model().train()
+args = pela_training_arguments(out, max_steps=2, per_device_train_batch_size=batch, logging_steps=1,
+                               learning_rate=1e-3, warmup_steps=0, save_strategy="no", use_cpu=True,
+                               disable_tqdm=True, seed=0)
+stream = datasets.IterableDataset.from_generator(lambda: iter(_rows(20)))
+trainer = PELATrainer(model=model, args=args, train_dataset=stream,
+                      data_collator=PELADataCollator(tiny_processor(model.config)))
+trainer.train()
+lap = {{k: v.double().sum().item() for k, v in model.named_buffers() if "lap" in k.lower() or "ema" in k.lower()}}
+lap.update({{k: v.double().sum().item() for k, v in model.named_parameters() if "lap" in k.lower()}})
+state = {{k: v.double().sum().item() for k, v in model.state_dict().items()}}
+json.dump({{"state": state, "lap": lap, "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h]}},
+          open(f"{{out}}/result-{{trainer.args.process_index}}.json", "w"))
+"""
+
+
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT.format(tests=str(ROOT / "tests")))
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "OMP_NUM_THREADS": "1"}
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir(), two.mkdir()
+    subprocess.run([sys.executable, str(script), str(one), "4"], check=True, env=env, cwd=ROOT, timeout=600)
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
+    subprocess.run([*launcher, str(script), str(two), "2"], check=True, env=env, cwd=ROOT, timeout=600)
+    single = json.loads((one / "result-0.json").read_text())
+    rank0, rank1 = (json.loads((two / f"result-{r}.json").read_text()) for r in (0, 1))
+    assert rank0["state"] == rank1["state"]  # identical weights, EMA'd perceiver included, on both ranks
+    assert rank0["lap"] and rank0["lap"] == rank1["lap"]
+    for key, value in single["state"].items():
+        assert rank0["state"][key] == pytest.approx(value, rel=1e-4, abs=1e-4), key
+    assert rank0["losses"] == pytest.approx(single["losses"], rel=1e-4)
