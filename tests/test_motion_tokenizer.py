@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
+from remote_code import run_without_project
 from transformers import AutoModel
 
 from modeling_pela.hand_motion import HandMotion
@@ -334,38 +331,16 @@ def test_remote_code_load_in_a_fresh_process(trained, eval_motions, tmp_path):
     model, _, output_dir = trained
     batch = batch_of(eval_motions[:4])
     torch.save(batch, tmp_path / "batch.pt")
-    script = textwrap.dedent(
-        f"""
-        import importlib.abc, importlib.util, json, sys
-
-        class HideProject(importlib.abc.MetaPathFinder):
-            # Make this repository's packages unimportable, as for a Hub user who never installed it
-            # (the test venv has it installed in editable mode).
-
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in {{"modeling_pela", "datasets_unihand_mix", "trainers", "pela"}}:
-                    raise ModuleNotFoundError(name)
-                return None
-
-        sys.meta_path.insert(0, HideProject())
+    script = f"""
+        import json
         import torch
         from transformers import AutoModel
-        try:
-            import modeling_pela
-            raise AssertionError("modeling_pela must not be importable here")
-        except ModuleNotFoundError:
-            pass
         model = AutoModel.from_pretrained({str(output_dir)!r}, trust_remote_code=True)
         assert "modeling_pela" not in sys.modules
         ids = model.encode(**torch.load("batch.pt"))
         print("IDS=" + json.dumps([type(model).__module__, ids.tolist()]))
         """
-    )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
-    )
+    result = run_without_project(script, tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     module, remote_ids = json.loads(result.stdout.split("IDS=")[-1])
     assert module.startswith("transformers_modules.")

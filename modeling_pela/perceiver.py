@@ -1,0 +1,181 @@
+"""Latent Action Perceiver (LAP) and Latent State Perceiver (LSP) with decoupled updates (paper 4.2, appendix A.2).
+
+Both perceivers share one structure, the *trunk* (everything but the queries):
+
+    frame features (M, S, P, F) -> Linear(F, H) + slot embedding (start / end frame)  -> (M, S*P, H)
+    num_layers x [cross-attention block: K latents attend to the frame tokens,
+                  self-attention block over the K latents]                          -> (M, K, H)
+    LayerNorm, 2-layer MLP H -> head_hidden -> 2 x D, split into a left-hand and a right-hand head -> (M, K, 2, D)
+
+and ``K`` learnable *queries* (K, H). ``D`` is the LLM width. LAP reads the boundary frames of a chunk (v_t, v_t+15) and
+gives latent actions; LSP reads the first frame twice (v_0, v_0) and gives the latent state injected into the VLM.
+
+Decoupled updates: the LSP trunk and the LAP queries are optimised; the LAP trunk and the LSP queries are EMA copies
+(eqs. 6-7, :meth:`LatentPerceivers.ema_update`). The copies have ``requires_grad=False`` *and* are used detached, so no
+gradient can reach them whatever an optimiser or an adapter library does with the flags.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from .configuration_pela import PELAConfig
+
+HANDS = ("left", "right")  # head index 0 = left, 1 = right
+
+
+class PerceiverAttentionBlock(nn.Module):
+    """Pre-norm residual block on (M, Q, H) latents: ``x + Attn(LN(x), LN(context))`` (cross-attention) or
+    ``x + Attn(LN(x), LN(x))`` (self-attention), then ``x + MLP(LN(x))``."""
+
+    def __init__(self, hidden_size: int, num_heads: int, mlp_hidden_size: int, cross: bool) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.norm_query = nn.LayerNorm(hidden_size)
+        self.norm_context = nn.LayerNorm(hidden_size) if cross else None
+        self.q_proj = nn.Linear(hidden_size, hidden_size)
+        self.k_proj = nn.Linear(hidden_size, hidden_size)
+        self.v_proj = nn.Linear(hidden_size, hidden_size)
+        self.o_proj = nn.Linear(hidden_size, hidden_size)
+        self.norm_mlp = nn.LayerNorm(hidden_size)
+        self.mlp = nn.Sequential(
+            nn.Linear(hidden_size, mlp_hidden_size), nn.GELU(), nn.Linear(mlp_hidden_size, hidden_size)
+        )
+
+    def forward(self, latents: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """latents (M, Q, H); context (M, T, H) for cross-attention, ``None`` for self-attention."""
+        query = self.norm_query(latents)
+        context = query if self.norm_context is None else self.norm_context(context)
+        batch, length, hidden = query.shape
+
+        def heads(x: torch.Tensor) -> torch.Tensor:
+            return x.unflatten(-1, (self.num_heads, hidden // self.num_heads)).transpose(1, 2)
+
+        attended = F.scaled_dot_product_attention(
+            heads(self.q_proj(query)), heads(self.k_proj(context)), heads(self.v_proj(context))
+        )
+        latents = latents + self.o_proj(attended.transpose(1, 2).reshape(batch, length, hidden))
+        return latents + self.mlp(self.norm_mlp(latents))
+
+
+class PerceiverLayer(nn.Module):
+    """One perceiver layer: cross-attention of the latents over the frame tokens, then self-attention."""
+
+    def __init__(self, hidden_size: int, num_heads: int, mlp_hidden_size: int) -> None:
+        super().__init__()
+        self.cross_attention = PerceiverAttentionBlock(hidden_size, num_heads, mlp_hidden_size, cross=True)
+        self.self_attention = PerceiverAttentionBlock(hidden_size, num_heads, mlp_hidden_size, cross=False)
+
+    def forward(self, latents: torch.Tensor, frame_tokens: torch.Tensor) -> torch.Tensor:
+        return self.self_attention(self.cross_attention(latents, frame_tokens))
+
+
+class LatentPerceiverTrunk(nn.Module):
+    """Everything of a latent perceiver except its queries (see the module docstring)."""
+
+    def __init__(self, config: PELAConfig) -> None:
+        super().__init__()
+        hidden = config.perceiver_hidden_size
+        mlp_hidden = int(hidden * config.perceiver_mlp_ratio)
+        head_hidden = config.perceiver_head_hidden_size or config.hidden_size
+        self.input_proj = nn.Linear(config.frame_dim, hidden)
+        self.slot_embedding = nn.Embedding(2, hidden)
+        self.layers = nn.ModuleList(
+            [PerceiverLayer(hidden, config.perceiver_num_heads, mlp_hidden) for _ in range(config.perceiver_num_layers)]
+        )
+        self.norm = nn.LayerNorm(hidden)
+        self.head = nn.Sequential(
+            nn.Linear(hidden, head_hidden), nn.GELU(), nn.Linear(head_hidden, len(HANDS) * config.hidden_size)
+        )
+
+    def forward(self, frame_features: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        """frame_features (M, S, P, F) with S in {1, 2} slots (start / end frame); queries (K, H) ->
+        (M, K, 2, D): both hand heads."""
+        slots = frame_features.shape[1]
+        tokens = self.input_proj(frame_features) + self.slot_embedding.weight[:slots, None]
+        tokens = tokens.flatten(1, 2)
+        latents = queries.to(tokens.dtype).expand(tokens.shape[0], -1, -1)
+        for layer in self.layers:
+            latents = layer(latents, tokens)
+        out = self.head(self.norm(latents))
+        return out.unflatten(-1, (len(HANDS), -1))
+
+
+class LatentQueries(nn.Module):
+    """The K learnable queries (K, H) of a latent perceiver (initialised by ``PELAPreTrainedModel._init_weights``)."""
+
+    def __init__(self, num_queries: int, hidden_size: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_queries, hidden_size))
+
+
+def select_hand(latents: torch.Tensor, hands: torch.Tensor) -> torch.Tensor:
+    """(M, K, 2, D) both heads, (M,) hand index (0 left, 1 right) -> (M, K, D)."""
+    index = hands.to(latents.device, torch.long)[:, None, None, None].expand(-1, latents.shape[1], 1, latents.shape[3])
+    return latents.gather(2, index).squeeze(2)
+
+
+class LatentPerceivers(nn.Module):
+    """LSP (trunk optimised, queries EMA'd from LAP) and, with ``config.align``, LAP (queries optimised, trunk EMA'd
+    from LSP). Without alignment there is no LAP and the LSP queries are optimised directly."""
+
+    def __init__(self, config: PELAConfig) -> None:
+        super().__init__()
+        self.decoupled = config.align
+        self.lsp_trunk = LatentPerceiverTrunk(config)
+        self.lsp_queries = LatentQueries(config.num_latent_queries, config.perceiver_hidden_size)
+        if self.decoupled:
+            self.lap_trunk = LatentPerceiverTrunk(config)
+            self.lap_queries = LatentQueries(config.num_latent_queries, config.perceiver_hidden_size)
+        self.freeze_ema_copies()
+
+    def freeze_ema_copies(self) -> None:
+        """``requires_grad=False`` on the EMA copies (LAP trunk, LSP queries); a no-op without alignment."""
+        if self.decoupled:
+            self.lap_trunk.requires_grad_(False)
+            self.lsp_queries.requires_grad_(False)
+
+    def latent_state(self, frame_features: torch.Tensor) -> torch.Tensor:
+        """LSP: (M, S, P, F) features of (v_0, v_0) -> (M, K, 2, D), both hand heads. Gradients reach the LSP trunk
+        (and the queries only without alignment)."""
+        queries = self.lsp_queries.weight.detach() if self.decoupled else self.lsp_queries.weight
+        return self.lsp_trunk(frame_features, queries)
+
+    def latent_actions(self, frame_features: torch.Tensor, hands: torch.Tensor) -> torch.Tensor:
+        """LAP: (M, S, P, F) features of (v_t, v_t+15), (M,) hands -> (M, K, D). Gradients reach the LAP queries
+        only: the trunk runs on detached parameters."""
+        frozen = {name: value.detach() for name, value in self.lap_trunk.named_parameters()}
+        latents = functional_call(self.lap_trunk, frozen, (frame_features, self.lap_queries.weight))
+        return select_hand(latents, hands)
+
+    @torch.no_grad()
+    def synchronize(self) -> None:
+        """Make the EMA copies equal to their sources (LAP trunk := LSP trunk, LSP queries := LAP queries)."""
+        if self.decoupled:
+            for target, source in zip(self.lap_trunk.parameters(), self.lsp_trunk.parameters(), strict=True):
+                target.copy_(source)
+            self.lsp_queries.weight.copy_(self.lap_queries.weight)
+
+    @torch.no_grad()
+    def ema_update(self, alpha: float) -> None:
+        """Eq. 6: LAP trunk <- alpha * LAP trunk + (1 - alpha) * LSP trunk; eq. 7: LSP queries <- alpha * LSP
+        queries + (1 - alpha) * LAP queries. A no-op without alignment (there is no LAP)."""
+        if not self.decoupled:
+            return
+        for target, source in zip(self.lap_trunk.parameters(), self.lsp_trunk.parameters(), strict=True):
+            target.mul_(alpha).add_(source, alpha=1.0 - alpha)
+        self.lsp_queries.weight.mul_(alpha).add_(self.lap_queries.weight, alpha=1.0 - alpha)
+
+
+__all__ = [
+    "HANDS",
+    "LatentPerceiverTrunk",
+    "LatentPerceivers",
+    "LatentQueries",
+    "PerceiverAttentionBlock",
+    "PerceiverLayer",
+    "select_hand",
+]

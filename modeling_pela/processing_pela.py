@@ -1,0 +1,327 @@
+"""PELA processor: UniHand-Mix samples -> model inputs (sequence layout of paper section 3 and appendix A.1).
+
+One sample becomes (``K = tokens_per_chunk``; ids in the extended vocabulary of :mod:`configuration_pela`)::
+
+    instruction | [<img>] image tokens x (image_seq_length * patches) [</img>] | <state_left> x K | <state_right> x K
+    | <mot> A_1 </mot> | <mot> ... </mot> | ... | response + eos (motion_description only)
+
+with a state block and chunks only for the hands present; at every time step the left-hand chunk precedes the
+right-hand one (appendix A.1). ``A_i`` holds ``K`` motion ids (tokenizer id + ``motion_token_offset``; wrist slots then
+finger slots), or ``[MASK]`` for video-only samples (no labels). Tasks (``task_type``):
+
+* ``motion_generation``: every chunk is a target (``labels`` = its ids);
+* ``motion_continuation``: the first ``context_chunks`` time steps are context, later chunks are targets
+  (``first_target_chunk`` = the index of the first target chunk, for the collator's hybrid masking);
+* ``motion_description``: chunks are context, the response text (+ eos) is the target;
+* ``video_only``: chunks are all ``[MASK]``, no targets, ``is_labeled`` False (alignment only).
+
+The processor does not mask: the data collator draws the MCP mask (``trainers.masking.hybrid_chunk_mask`` over
+``chunk_ids``), writes ``[MASK]`` (``mask_token_id``) into ``input_ids`` and keeps ``labels`` only where it masked.
+
+Outputs of :meth:`PELAProcessor.__call__` (B samples, L tokens, N chunks, F boundary frames):
+
+* ``input_ids`` (B, L) int64, ``attention_mask`` (B, L) int64, ``labels`` (B, L) int64 (-100 = not a target);
+* ``chunk_ids`` (B, L) int64: chunk index of every motion position, -1 elsewhere;
+* ``pixel_values`` (num_images, 3, H, W) float: the backbone image processor's output for the first frames;
+* ``frame_pixel_values`` (B, F, 3, H', W') float (``frame_processor``) or ``frame_features`` (B, F, D) float
+  (precomputed, without ``frame_processor``), zero-padded; frame 0 is the first frame;
+* ``chunk_hands`` (B, N) int64 (0 left, 1 right, -1 padding) and ``chunk_frames`` (B, N) int64 (start boundary frame
+  ``t`` of each chunk, whose end frame is ``t + 1``; -1 padding);
+* ``is_labeled`` (B,) bool and ``first_target_chunk`` (B,) int64: the smallest chunk the collator may pick as MCP
+  target (the context size for continuation, the chunk count for description: none); a collator field, not a model
+  input: drop it before calling the model.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import transformers
+from PIL import Image
+from transformers import BatchFeature
+from transformers.processing_utils import ProcessorMixin
+
+HANDS = ("left", "right")
+TASK_TYPES = ("motion_generation", "motion_description", "motion_continuation", "video_only")
+IGNORE_INDEX = -100
+
+
+def _image(value: Any) -> Any:
+    """A datasets ``Image`` cell still encoded as ``{"bytes": ...}`` -> PIL image; other images pass through."""
+    if isinstance(value, Mapping) and value.get("bytes") is not None:
+        return Image.open(io.BytesIO(value["bytes"])).convert("RGB")
+    return value
+
+
+class PELAProcessor(ProcessorMixin):
+    """Builds PELA sequences (layout and outputs in the module docstring).
+
+    Args:
+        image_processor: the backbone's image processor (first frame -> ``pixel_values``).
+        tokenizer: the backbone's text tokenizer (instruction and response; its ids must lie below
+            ``motion_token_offset``).
+        frame_processor: the frame encoder's image processor for the boundary frames (a transformers image
+            processor, saved inside ``processor_config.json``); ``None`` when the model reads precomputed
+            ``frame_features``.
+        motion_token_offset / codebook_size / tokens_per_chunk / chunk_length / image_token_id: as in
+            ``PELAConfig`` (use :meth:`from_model_config`).
+        image_seq_length: backbone image tokens per image patch (InternVL: 256 at 448 px).
+        image_start_token_id / image_end_token_id: optional ids wrapping the image tokens (InternVL ``<img>`` /
+            ``</img>``).
+        use_latent_state: insert the LSP state blocks (``PELAConfig.use_latent_state``).
+    """
+
+    def __init__(
+        self,
+        image_processor: Any = None,
+        tokenizer: Any = None,
+        frame_processor: Any = None,
+        motion_token_offset: int = 0,
+        codebook_size: int = 4096,
+        tokens_per_chunk: int = 128,
+        chunk_length: int = 15,
+        image_token_id: int = 0,
+        image_seq_length: int = 256,
+        image_start_token_id: int | None = None,
+        image_end_token_id: int | None = None,
+        use_latent_state: bool = True,
+        chat_template: str | None = None,
+    ) -> None:
+        self.motion_token_offset = motion_token_offset
+        self.codebook_size = codebook_size
+        self.tokens_per_chunk = tokens_per_chunk
+        self.chunk_length = chunk_length
+        self.image_token_id = image_token_id
+        self.image_seq_length = image_seq_length
+        self.image_start_token_id = image_start_token_id
+        self.image_end_token_id = image_end_token_id
+        self.use_latent_state = use_latent_state
+        if isinstance(frame_processor, Mapping):  # reloaded from processor_config.json
+            settings = dict(frame_processor)
+            frame_processor = getattr(transformers, settings.pop("image_processor_type"))(**settings)
+        self.frame_processor = frame_processor
+        super().__init__(image_processor, tokenizer, chat_template=chat_template)
+
+    @classmethod
+    def from_model_config(
+        cls, config: Any, image_processor: Any, tokenizer: Any, frame_processor: Any = None, **kwargs: Any
+    ) -> PELAProcessor:
+        """A processor matching a ``PELAConfig`` (token layout, image tokens per patch, latent state)."""
+        return cls(
+            image_processor=image_processor,
+            tokenizer=tokenizer,
+            frame_processor=frame_processor,
+            motion_token_offset=config.motion_token_offset,
+            codebook_size=config.codebook_size,
+            tokens_per_chunk=config.tokens_per_chunk,
+            chunk_length=config.chunk_length,
+            image_token_id=config.image_token_id,
+            image_seq_length=config.vlm_config.image_seq_length,
+            use_latent_state=config.use_latent_state,
+            **kwargs,
+        )
+
+    # -- token ids -----------------------------------------------------------------------------------------------
+
+    @property
+    def mot_start_token_id(self) -> int:
+        return self.motion_token_offset + 2 * self.codebook_size
+
+    @property
+    def mot_end_token_id(self) -> int:
+        return self.mot_start_token_id + 1
+
+    @property
+    def mask_token_id(self) -> int:
+        return self.mot_start_token_id + 2
+
+    def state_token_id(self, hand: str) -> int:
+        return self.mot_start_token_id + 3 + HANDS.index(hand)
+
+    # -- one sample ----------------------------------------------------------------------------------------------
+
+    def _motion_tokens(self, sample: Mapping[str, Any], hand: str, motion_tokenizer: Any) -> torch.Tensor:
+        """(num_chunks, K) tokenizer ids of one hand: precomputed ``motion_tokens_<hand>`` or encoded MANO."""
+        where = f"sample {sample.get('id', '?')!r} ({hand} hand)"
+        precomputed = sample.get(f"motion_tokens_{hand}")
+        if precomputed is not None and len(precomputed):
+            tokens = torch.as_tensor(precomputed, dtype=torch.long)
+        else:
+            mano = sample.get(f"mano_{hand}")
+            if mano is None:
+                raise ValueError(f"{where}: has motion labels but neither motion_tokens_{hand} nor mano_{hand}")
+            if motion_tokenizer is None:
+                raise ValueError(f"{where}: MANO must be tokenized: pass motion_tokenizer= (a MotionTokenizerModel)")
+            frames = torch.as_tensor(mano["global_orient"], dtype=torch.float32).shape[0]
+            chunks = frames // self.chunk_length
+            usable = chunks * self.chunk_length
+
+            def chunked(field: str, width: int) -> torch.Tensor:
+                values = torch.as_tensor(mano[field], dtype=torch.float32)[:usable]
+                return values.reshape(chunks, self.chunk_length, width)
+
+            tokens = motion_tokenizer.encode(
+                chunked("hand_pose", 45), chunked("global_orient", 3), chunked("transl", 3), hand
+            ).cpu()
+        expected = (int(sample["num_chunks"]), self.tokens_per_chunk)
+        if tuple(tokens.shape) != expected:
+            raise ValueError(f"{where}: motion tokens have shape {tuple(tokens.shape)}, expected {expected}")
+        half = self.tokens_per_chunk // 2
+        wrist, finger = tokens[:, :half], tokens[:, half:]
+        if bool(((wrist < 0) | (wrist >= self.codebook_size)).any()) or bool(
+            ((finger < self.codebook_size) | (finger >= 2 * self.codebook_size)).any()
+        ):
+            raise ValueError(
+                f"{where}: motion token ids out of range (wrist [0, {self.codebook_size}), finger "
+                f"[{self.codebook_size}, {2 * self.codebook_size})): vocab/codebook mismatch with the tokenizer?"
+            )
+        return tokens
+
+    def _frames(self, sample: Mapping[str, Any], generation: bool) -> dict[str, torch.Tensor]:
+        """Boundary frames -> ``frame_pixel_values`` (F, 3, H, W) or ``frame_features`` (F, D). For generation only
+        the first frame is needed."""
+        if self.frame_processor is None:
+            features = sample.get("frame_features")
+            if features is None or not len(features):
+                raise ValueError(
+                    f"sample {sample.get('id', '?')!r}: no frame_processor and no precomputed frame_features"
+                )
+            features = torch.as_tensor(features, dtype=torch.float32)
+            return {"frame_features": features[:1] if generation else features}
+        frames = sample.get("boundary_frames") or []
+        frames = [_image(frame) for frame in (frames[:1] if generation and frames else frames)]
+        if not frames:
+            frames = [_image(sample["first_frame"])]
+        processed = self.frame_processor(frames, return_tensors="pt")
+        return {"frame_pixel_values": processed["pixel_values"]}
+
+    def encode_sample(
+        self, sample: Mapping[str, Any], motion_tokenizer: Any = None, generation: bool = False
+    ) -> dict[str, Any]:
+        """One UniHand-Mix sample -> unpadded tensors (see the module docstring). With ``generation=True`` the
+        sequence stops before the first generated chunk (the prompt of ``generate_motion``): motion continuation keeps
+        its ``context_chunks`` time steps, the other tasks keep no chunk, and no labels are produced."""
+        task = sample.get("task_type", "motion_generation")
+        if task not in TASK_TYPES:
+            raise ValueError(f"unknown task_type {task!r}; expected one of {TASK_TYPES}")
+        hands = [hand for hand in HANDS if hand in (sample.get("hands") or [])]
+        if not hands:
+            raise ValueError(f"sample {sample.get('id', '?')!r}: 'hands' must name at least one of {HANDS}")
+        num_steps = int(sample["num_chunks"])
+        labeled = bool(sample.get("has_motion_labels", True)) and task != "video_only"
+        context = int(sample.get("context_chunks") or 0) if task == "motion_continuation" else 0
+        if generation:
+            num_steps = context
+        image = self.image_processor([_image(sample["first_frame"])], return_tensors="pt")
+        pixel_values = image["pixel_values"]
+        num_patches = int(image["num_patches"].sum()) if "num_patches" in image else pixel_values.shape[0]
+
+        ids: list[int] = list(self.tokenizer(sample.get("instruction", ""), add_special_tokens=False)["input_ids"])
+        if self.image_start_token_id is not None:
+            ids.append(self.image_start_token_id)
+        ids += [self.image_token_id] * (self.image_seq_length * num_patches)
+        if self.image_end_token_id is not None:
+            ids.append(self.image_end_token_id)
+        if self.use_latent_state:
+            for hand in hands:
+                ids += [self.state_token_id(hand)] * self.tokens_per_chunk
+        labels = [IGNORE_INDEX] * len(ids)
+        chunk_ids = [-1] * len(ids)
+        motion = {hand: self._motion_tokens(sample, hand, motion_tokenizer) for hand in hands} if labeled else {}
+        chunk_hands, chunk_frames = [], []
+        for step in range(num_steps):
+            for hand in hands:
+                chunk = len(chunk_hands)
+                if labeled:
+                    tokens = (motion[hand][step] + self.motion_token_offset).tolist()
+                else:
+                    tokens = [self.mask_token_id] * self.tokens_per_chunk
+                target = labeled and task in ("motion_generation", "motion_continuation") and step >= context
+                ids += [self.mot_start_token_id, *tokens, self.mot_end_token_id]
+                labels += [IGNORE_INDEX, *(tokens if target else [IGNORE_INDEX] * len(tokens)), IGNORE_INDEX]
+                chunk_ids += [-1, *([chunk] * len(tokens)), -1]
+                chunk_hands.append(HANDS.index(hand))
+                chunk_frames.append(step)
+        if task == "motion_description" and not generation:
+            response = list(self.tokenizer(sample.get("response", ""), add_special_tokens=False)["input_ids"])
+            if self.tokenizer.eos_token_id is not None:
+                response.append(self.tokenizer.eos_token_id)
+            ids += response
+            labels += response
+            chunk_ids += [-1] * len(response)
+        if max(ids, default=0) >= self.motion_token_offset + 2 * self.codebook_size + 5:
+            raise ValueError("token ids beyond the extended vocabulary: is the processor configured for this model?")
+        first_target = {"motion_continuation": len(hands) * context, "motion_description": len(chunk_hands)}.get(
+            task, 0
+        )
+        return {
+            "input_ids": torch.tensor(ids, dtype=torch.long),
+            "labels": torch.tensor(labels, dtype=torch.long),
+            "chunk_ids": torch.tensor(chunk_ids, dtype=torch.long),
+            "pixel_values": pixel_values,
+            "chunk_hands": torch.tensor(chunk_hands, dtype=torch.long),
+            "chunk_frames": torch.tensor(chunk_frames, dtype=torch.long),
+            "is_labeled": labeled,
+            "first_target_chunk": first_target,
+            **self._frames(sample, generation),
+        }
+
+    # -- batching ------------------------------------------------------------------------------------------------
+
+    def collate(self, encoded: Sequence[dict[str, Any]], padding_side: str = "right") -> BatchFeature:
+        """Pad a list of :meth:`encode_sample` outputs into a batch (``padding_side="left"`` for generation)."""
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        length = max(item["input_ids"].numel() for item in encoded)
+
+        def pad(values: torch.Tensor, size: int, fill: int | float) -> torch.Tensor:
+            extra = values.new_full((size - values.shape[0], *values.shape[1:]), fill)
+            return torch.cat([extra, values] if padding_side == "left" else [values, extra])
+
+        batch: dict[str, Any] = {
+            "input_ids": torch.stack([pad(item["input_ids"], length, pad_id) for item in encoded]),
+            "attention_mask": torch.stack([pad(torch.ones_like(item["input_ids"]), length, 0) for item in encoded]),
+            "labels": torch.stack([pad(item["labels"], length, IGNORE_INDEX) for item in encoded]),
+            "chunk_ids": torch.stack([pad(item["chunk_ids"], length, -1) for item in encoded]),
+            "pixel_values": torch.cat([item["pixel_values"] for item in encoded]),
+            "is_labeled": torch.tensor([item["is_labeled"] for item in encoded], dtype=torch.bool),
+            "first_target_chunk": torch.tensor([item["first_target_chunk"] for item in encoded], dtype=torch.long),
+        }
+        chunks = max(item["chunk_hands"].numel() for item in encoded)
+        for key in ("chunk_hands", "chunk_frames"):
+            batch[key] = torch.stack(
+                [torch.cat([item[key], item[key].new_full((chunks - item[key].numel(),), -1)]) for item in encoded]
+            )
+        key = "frame_pixel_values" if "frame_pixel_values" in encoded[0] else "frame_features"
+        frames = max(item[key].shape[0] for item in encoded)
+        batch[key] = torch.stack(
+            [
+                torch.cat([item[key], item[key].new_zeros(frames - item[key].shape[0], *item[key].shape[1:])])
+                for item in encoded
+            ]
+        )
+        return BatchFeature(batch)
+
+    def __call__(
+        self,
+        samples: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+        motion_tokenizer: Any = None,
+        generation: bool = False,
+        padding_side: str | None = None,
+    ) -> BatchFeature:
+        """One sample or a list of UniHand-Mix samples -> a padded batch (module docstring). ``motion_tokenizer``
+        encodes MANO when a sample has no precomputed ``motion_tokens_*``; ``generation=True`` builds left-padded
+        prompts for ``PELAForPretraining.generate_motion``."""
+        if isinstance(samples, Mapping):
+            samples = [samples]
+        encoded = [self.encode_sample(sample, motion_tokenizer, generation) for sample in samples]
+        return self.collate(encoded, padding_side or ("left" if generation else "right"))
+
+
+PELAProcessor.register_for_auto_class()
+
+__all__ = ["PELAProcessor"]
