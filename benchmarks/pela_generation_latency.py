@@ -24,7 +24,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-chunks", type=int, default=1)
     parser.add_argument("--decode-ratios", type=float, nargs="+", default=[0.05, 0.1, 0.25, 1.0])
-    parser.add_argument("--ensembles", type=int, nargs="+", default=[3], help="extra runs at the first ratio")
+    parser.add_argument("--ensembles", type=int, nargs="*", default=[3], help="extra runs at the first ratio")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--preset", default="small", choices=("small", "tiny"), help="model size (pela_common)")

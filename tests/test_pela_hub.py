@@ -76,13 +76,22 @@ def test_local_round_trip_is_exact(saved):
     generated = model.generate_motion(**prompt, hands="right", decode_ratio=0.5).motion_tokens
     assert torch.equal(loaded.generate_motion(**prompt, hands="right", decode_ratio=0.5).motion_tokens, generated)
     processor = PELAProcessor.from_pretrained(directory)
-    assert (
-        processor.motion_token_offset == 256 and type(processor.frame_processor).__name__ == "DINOv3ViTImageProcessor"
-    )
-    again = processor([make_sample(seed=0), make_sample("video_only", seed=1)])
-    assert torch.equal(
-        again["input_ids"], saved[1]([make_sample(seed=0), make_sample("video_only", seed=1)])["input_ids"]
-    )
+    assert processor.motion_token_offset == 256
+    assert type(processor.frame_processor).__name__ == "DINOv3ViTImageProcessor"
+    samples = [make_sample(seed=0), make_sample("video_only", seed=1)]
+    assert torch.equal(processor(samples)["input_ids"], saved[1](samples)["input_ids"])
+
+
+def prompt_with_masked_chunk(model: PELAForPretraining, prompt: dict) -> dict:
+    """The prompt followed by one all-[MASK] chunk: the input of a robot head's predictive embeddings."""
+    config = model.config
+    chunk = [config.mot_start_token_id] + [config.mask_token_id] * config.tokens_per_chunk + [config.mot_end_token_id]
+    chunk = torch.tensor([chunk]).expand(prompt["input_ids"].shape[0], -1)
+    return {
+        **prompt,
+        "input_ids": torch.cat([prompt["input_ids"], chunk], 1),
+        "attention_mask": torch.cat([prompt["attention_mask"], torch.ones_like(chunk)], 1),
+    }
 
 
 def test_remote_code_in_a_process_without_the_repository(saved, tmp_path):
@@ -117,18 +126,6 @@ def test_remote_code_in_a_process_without_the_repository(saved, tmp_path):
     remote = torch.load(tmp_path / "remote.pt")
     torch.testing.assert_close(remote["embeddings"], embeddings)
     assert torch.equal(remote["tokens"], tokens)
-
-
-def prompt_with_masked_chunk(model: PELAForPretraining, prompt: dict) -> dict:
-    """The prompt followed by one all-[MASK] chunk: the input of a robot head's predictive embeddings."""
-    config = model.config
-    chunk = [config.mot_start_token_id] + [config.mask_token_id] * config.tokens_per_chunk + [config.mot_end_token_id]
-    chunk = torch.tensor([chunk]).expand(prompt["input_ids"].shape[0], -1)
-    return {
-        **prompt,
-        "input_ids": torch.cat([prompt["input_ids"], chunk], 1),
-        "attention_mask": torch.cat([prompt["attention_mask"], torch.ones_like(chunk)], 1),
-    }
 
 
 def test_peft_lora_with_trainable_motion_tokens_saves_and_reloads(saved, tmp_path):
@@ -173,29 +170,23 @@ def test_peft_lora_with_trainable_motion_tokens_saves_and_reloads(saved, tmp_pat
 
 def test_load_backbone_weights_copies_text_rows_and_initialises_motion_rows(saved):
     model, _, _, _, _ = saved
+
+    def backbone(vocab_size: int) -> torch.nn.Module:
+        config = model.config.vlm_config.to_dict()
+        config["text_config"]["vocab_size"] = vocab_size
+        return AutoModelForImageTextToText.from_config(model.config.vlm_config.__class__(**config))
+
     torch.manual_seed(5)
-    backbone_config = model.config.vlm_config.__class__(**model.config.vlm_config.to_dict())
-    backbone_config.text_config.vocab_size = model.config.motion_token_offset
-    backbone = AutoModelForImageTextToText.from_config(backbone_config)
+    pretrained = backbone(model.config.motion_token_offset)
     fresh = tiny_model(seed=9)
-    fresh.load_backbone_weights(backbone, model.frame_encoder)
-    text = backbone.get_input_embeddings().weight
+    fresh.load_backbone_weights(pretrained, model.frame_encoder)
+    text = pretrained.get_input_embeddings().weight
     rows = fresh.get_input_embeddings().weight
     assert torch.equal(rows[: text.shape[0]], text)
     torch.testing.assert_close(rows[text.shape[0] :], text.mean(0).expand(rows.shape[0] - text.shape[0], -1))
     layer = "model.language_model.layers.0.self_attn.q_proj.weight"
-    assert torch.equal(fresh.vlm.state_dict()[layer], backbone.state_dict()[layer])
-    assert torch.equal(
-        fresh.frame_encoder.embeddings.patch_embeddings.weight, model.frame_encoder.embeddings.patch_embeddings.weight
-    )
+    assert torch.equal(fresh.vlm.state_dict()[layer], pretrained.state_dict()[layer])
+    patches = "embeddings.patch_embeddings.weight"
+    assert torch.equal(fresh.frame_encoder.state_dict()[patches], model.frame_encoder.state_dict()[patches])
     with pytest.raises(ValueError, match="backbone shape"):
-        fresh.load_backbone_weights(
-            AutoModelForImageTextToText.from_config(
-                model.config.vlm_config.__class__(
-                    **{
-                        **model.config.vlm_config.to_dict(),
-                        "text_config": {**model.config.text_config.to_dict(), "vocab_size": 100},
-                    }
-                )
-            )
-        )
+        fresh.load_backbone_weights(backbone(100))
