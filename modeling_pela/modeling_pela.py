@@ -223,7 +223,7 @@ class PELAForPretraining(PELAPreTrainedModel):
     ``None`` for precomputed features), ``perceiver`` (:class:`LatentPerceivers`, ``None`` for the Being-H0
     baseline). Start from pretrained weights with :meth:`load_backbone_weights`.
 
-    LoRA with peft: target the backbone's projections (e.g. ``r".*language_model.*\.(q_proj|v_proj)"``), train the new
+    LoRA with peft: target the backbone's projections (e.g. ``r".*language_model.*[.](q_proj|v_proj)"``), train the new
     rows with ``trainable_token_indices={"embed_tokens": ids, "lm_head": ids}`` (ids ``motion_token_offset ..
     vocab_size - 1``; both modules, since PELA's config does not expose the backbone's embedding tie to peft) and the
     perceivers with ``modules_to_save=["perceiver"]``; :meth:`ema_update` also updates the adapter's copy.

@@ -1,0 +1,163 @@
+"""Pretraining and evaluation of tiny PELA models on an exported UniHand-Mix folder (the demo's model stage).
+
+* :func:`build_text_tokenizer`: a word-level tokenizer over the dataset's instructions (the tiny backbone has no
+  pretrained text vocabulary; real runs use the VLM's own tokenizer).
+* :func:`pretrain` trains one model variant (``pela``: MCP + Align; ``pela_wo_align``; ``next_token``: causal
+  Being-H0-style decoding) with :class:`~trainers.pela_trainer.PELATrainer` on the streamed ``mix`` train split.
+* :func:`evaluate_generation` generates the first chunks of every labelled test sample from its instruction and first
+  frame, decodes them through the motion tokenizer and reports MPJPE / PA-MPJPE / MWTE / MDE in cm.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+from transformers.models.dinov3_vit.image_processing_dinov3_vit import DINOv3ViTImageProcessor
+from transformers.models.got_ocr2.image_processing_got_ocr2 import GotOcr2ImageProcessor
+
+from modeling_pela import PELAConfig, PELAForPretraining, PELAProcessor
+from modeling_pela.mano import HandKinematics
+from trainers.collator import PELADataCollator
+from trainers.metrics.hand_motion import compute_hand_motion_metrics
+from trainers.pela_trainer import PELATrainer, pela_training_arguments
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "pela": {"objective": "masked_chunk", "align": True},
+    "pela_wo_align": {"objective": "masked_chunk", "align": False},
+    "next_token": {"objective": "next_token", "align": False},
+}
+SPECIALS = ("[PAD]", "[UNK]", "</s>")
+GENERATION_INPUTS = ("input_ids", "attention_mask", "pixel_values", "frame_pixel_values", "frame_features")
+_WORD = re.compile(r"\w+|[^\w\s]")
+
+
+def build_text_tokenizer(texts: Iterable[str], max_words: int) -> PreTrainedTokenizerFast:
+    """Word-level tokenizer of the ``max_words - 3`` most frequent words (ids below ``max_words``)."""
+    counts = collections.Counter(word for text in texts for word in _WORD.findall(text.lower()))
+    words = [w for w, _ in counts.most_common(max_words - len(SPECIALS))]
+    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate([*SPECIALS, *words])}, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]", eos_token="</s>")
+
+
+def make_processor(config: PELAConfig, tokenizer: PreTrainedTokenizerFast, image_size: int = 56) -> PELAProcessor:
+    """Processor of a tiny PELA: InternVL-style (GOT-OCR2) image processor, DINOv3 frame processor."""
+    image_processor = GotOcr2ImageProcessor(size={"height": image_size, "width": image_size}, crop_to_patches=False)
+    frame_processor = DINOv3ViTImageProcessor(size={"height": image_size, "width": image_size})
+    return PELAProcessor.from_model_config(config, image_processor, tokenizer, frame_processor)
+
+
+def pretrain(
+    variant: str,
+    train_rows: Any,
+    processor: PELAProcessor,
+    motion_tokenizer: Any,
+    output_dir: str,
+    *,
+    codebook_size: int,
+    max_steps: int,
+    batch_size: int = 8,
+    learning_rate: float = 1e-3,
+    seed: int = 0,
+) -> tuple[PELAForPretraining, list[dict[str, float]]]:
+    """Train one variant (:data:`VARIANTS`) on ``train_rows`` (a ``datasets.IterableDataset`` of UniHand-Mix rows)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose from {sorted(VARIANTS)}")
+    torch.manual_seed(seed)
+    model = PELAForPretraining(PELAConfig.tiny(codebook_size=codebook_size, **VARIANTS[variant])).train()
+    args = pela_training_arguments(
+        output_dir,
+        max_steps=max_steps,
+        per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate,
+        warmup_steps=0.05,
+        logging_steps=max(1, max_steps // 20),
+        save_strategy="no",
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=False,
+        seed=seed,
+    )
+    collator = PELADataCollator(processor, motion_tokenizer, seed=seed)
+    trainer = PELATrainer(model=model, args=args, train_dataset=train_rows, data_collator=collator)
+    trainer.train()
+    model.save_pretrained(output_dir)
+    return model.eval(), [h for h in trainer.state.log_history if "loss" in h]
+
+
+def _joints(mano: Mapping[str, Any], side: str, frames: int, kinematics: HandKinematics) -> torch.Tensor:
+    def field(name: str, width: int) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(mano[name], dtype=np.float32)[:frames]).reshape(frames, -1, width)
+
+    pose, orient, transl = field("hand_pose", 3), field("global_orient", 3)[:, 0], field("transl", 3)[:, 0]
+    return kinematics.joints(pose, orient, transl, side)
+
+
+@torch.no_grad()
+def evaluate_generation(
+    model: PELAForPretraining,
+    processor: PELAProcessor,
+    motion_tokenizer: Any,
+    rows: Sequence[Mapping[str, Any]],
+    kinematics: HandKinematics,
+    *,
+    num_chunks: int = 1,
+    num_ensembles: int = 1,
+) -> dict[str, float]:
+    """Generate ``num_chunks`` chunks per labelled row from its instruction + first frame; metrics in cm."""
+    predictions, references = [], []
+    for row in rows:
+        if not row.get("has_motion_labels") or int(row["num_chunks"]) < num_chunks:
+            continue
+        prompt = {**row, "task_type": "motion_generation", "context_chunks": 0}
+        batch = processor(prompt, motion_tokenizer, generation=True)
+        inputs = {key: batch[key] for key in GENERATION_INPUTS if key in batch}
+        output = model.generate_motion(
+            **inputs, hands=list(row["hands"]), num_chunks=num_chunks, num_ensembles=num_ensembles,
+            motion_tokenizer=motion_tokenizer,
+        )  # fmt: skip
+        frames = num_chunks * processor.chunk_length
+        for side in row["hands"]:
+            generated = {k: v[0].cpu().numpy() for k, v in output.mano[side].items()}
+            predictions.append(_joints(generated, side, frames, kinematics).numpy())
+            references.append(_joints(row[f"mano_{side}"], side, frames, kinematics).numpy())
+    if not predictions:
+        raise ValueError("no labelled test sample to evaluate")
+    metrics = compute_hand_motion_metrics(predictions=predictions, references=references)
+    return {**metrics, "num_hand_chunks": len(predictions) * num_chunks}
+
+
+def rows_of(dataset: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Materialise a (small) streamed split."""
+    return [dict(row) for row in dataset]
+
+
+def plot_loss_curves(histories: Mapping[str, list[dict[str, float]]], path: str | Path) -> Path:
+    """One panel per logged loss term, one line per model variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = ("loss", "mcp_loss", "align_loss")
+    figure, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3))
+    for axis, key in zip(axes, keys, strict=True):
+        for name, history in histories.items():
+            points = [(h["step"], h[key]) for h in history if key in h]
+            if points:
+                axis.plot(*zip(*points, strict=True), label=name)
+        axis.set_title(key)
+        axis.set_xlabel("step")
+    axes[0].legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return Path(path)

@@ -1,0 +1,55 @@
+"""The demo's model stage (pela.pretraining) end to end on a tiny exported toy UniHand-Mix: train, generate, score."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from pela_testing import single_thread  # noqa: F401  (module fixture: one intra-op thread)
+
+from datasets_unihand_mix import generate_clips
+from datasets_unihand_mix.builder import UniHandMix
+from datasets_unihand_mix.export import export_hub_folder
+from datasets_unihand_mix.streaming import stream_unihand_mix
+from modeling_pela import BuiltinHandKinematics, MotionTokenizerConfig, MotionTokenizerModel, PELAConfig
+from pela.pretraining import build_text_tokenizer, evaluate_generation, make_processor, pretrain, rows_of
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("unihand") / "data"
+    export_hub_folder(UniHandMix(config_name="toy", num_clips=24, image_size=48, seed=5), out)
+    return str(out)
+
+
+def test_text_tokenizer_keeps_frequent_words_below_the_limit():
+    tokenizer = build_text_tokenizer(["Pick up the red cube.", "pick up the blue ball", "wave"], max_words=8)
+    ids = tokenizer("Pick up the RED cube .")["input_ids"]
+    assert max(ids) < 8 and tokenizer.unk_token_id in tokenizer("wave hello")["input_ids"]
+    assert tokenizer.convert_ids_to_tokens(ids[:2]) == ["pick", "up"]
+
+
+def test_pretrain_then_generate_and_score(data_dir, tmp_path):
+    torch.manual_seed(0)
+    tokenizer_model = MotionTokenizerModel(MotionTokenizerConfig(codebook_size=128)).eval()
+    tokenizer_model.fit_normalization([m for clip in generate_clips(8) for m in clip.hands.values()])
+    train = stream_unihand_mix(data_dir, "mix", "train")
+    rows = rows_of(train)
+    text = build_text_tokenizer([r["instruction"] + " " + r["response"] for r in rows], 250)
+    processor = make_processor(PELAConfig.tiny(codebook_size=128), text, image_size=56)
+    model, history = pretrain(
+        "pela", train.take(8), processor, tokenizer_model, str(tmp_path / "pela"), codebook_size=128,
+        max_steps=2, batch_size=2,
+    )  # fmt: skip
+    assert [h["step"] for h in history][-1] == 2 and all(math.isfinite(h["loss"]) for h in history)
+    assert (tmp_path / "pela" / "model.safetensors").exists()
+    test = [r for r in rows_of(stream_unihand_mix(data_dir, "lab", "test")) if r["has_motion_labels"]][:1]
+    metrics = evaluate_generation(model, processor, tokenizer_model, test, BuiltinHandKinematics())
+    assert set(metrics) >= {"mpjpe", "pa_mpjpe", "mwte", "mde"} and metrics["num_hand_chunks"] == len(test[0]["hands"])
+    assert all(math.isfinite(metrics[k]) and metrics[k] > 0 for k in ("mpjpe", "mwte"))
+
+
+def test_unknown_variant_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="unknown variant"):
+        pretrain("bert", None, None, None, str(tmp_path), codebook_size=128, max_steps=1)
