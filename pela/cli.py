@@ -32,6 +32,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         codebook_size=args.codebook_size,
         num_workers=args.num_workers,
         mano_dir=args.mano_dir,
+        num_dataset_clips=args.num_dataset_clips,
+        pretrain_steps=args.pretrain_steps,
+        batch_size=args.batch_size,
+        wild_fraction=args.wild_fraction,
+        models=tuple(args.models),
     )
     run_demo(config)
     return 0
@@ -125,6 +130,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--tokenizer-steps", type=int, default=400)
     demo.add_argument("--codebook-size", type=int, default=512)
     demo.add_argument("--num-workers", type=int, default=2)
+    demo.add_argument("--num-dataset-clips", type=int, default=600, help="procedural UniHand-Mix clips (lab + wild)")
+    demo.add_argument("--pretrain-steps", type=int, default=150, help="optimiser steps per pretrained model")
+    demo.add_argument("--batch-size", type=int, default=8)
+    demo.add_argument(
+        "--wild-fraction", type=float, default=1.0, help="share of the wild training clips used (paper Fig. 3)"
+    )
+    demo.add_argument(
+        "--models", nargs="+", default=["pela", "pela_wo_align", "next_token"],
+        choices=["pela", "pela_wo_align", "next_token"],
+    )  # fmt: skip
     _add_kinematics_arg(demo)
     demo.set_defaults(func=_cmd_demo)
 

@@ -111,8 +111,11 @@ def evaluate_generation(
     *,
     num_chunks: int = 1,
     num_ensembles: int = 1,
+    keypoints: list[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> dict[str, float]:
-    """Generate ``num_chunks`` chunks per labelled row from its instruction + first frame; metrics in cm."""
+    """Generate ``num_chunks`` chunks per labelled row from its instruction + first frame; metrics in cm.
+
+    ``keypoints``, if given, receives ``(generated, true)`` (T, 21, 3) keypoint arrays of every scored hand."""
     predictions, references = [], []
     for row in rows:
         if not row.get("has_motion_labels") or int(row["num_chunks"]) < num_chunks:
@@ -131,8 +134,31 @@ def evaluate_generation(
             references.append(_joints(row[f"mano_{side}"], side, frames, kinematics).numpy())
     if not predictions:
         raise ValueError("no labelled test sample to evaluate")
+    if keypoints is not None:
+        keypoints.extend(zip(predictions, references, strict=True))
     metrics = compute_hand_motion_metrics(predictions=predictions, references=references)
     return {**metrics, "num_hand_chunks": len(predictions) * num_chunks}
+
+
+def crop_row(row: Mapping[str, Any], max_chunks: int) -> dict[str, Any]:
+    """The first ``max_chunks`` chunks of a row (MANO, tokens, boundary frames and counts cut consistently)."""
+    num_chunks = int(row["num_chunks"])
+    if num_chunks <= max_chunks:
+        return dict(row)
+    frames = max_chunks * int(row["chunk_length"])
+    out = {**row, "num_chunks": max_chunks, "num_frames": frames}
+    out["boundary_frames"] = list(row["boundary_frames"])[: max_chunks + 1]
+    out["context_chunks"] = min(int(row.get("context_chunks") or 0), max_chunks - 1)
+    for side in ("left", "right"):
+        mano = row.get(f"mano_{side}")
+        if mano is not None:
+            out[f"mano_{side}"] = {k: (v[:frames] if k != "betas" else v) for k, v in mano.items()}
+        tokens = row.get(f"motion_tokens_{side}")
+        if tokens is not None:
+            out[f"motion_tokens_{side}"] = list(tokens)[:max_chunks]
+    if row.get("frame_features") is not None:
+        out["frame_features"] = list(row["frame_features"])[: max_chunks + 1]
+    return out
 
 
 def rows_of(dataset: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -157,6 +183,33 @@ def plot_loss_curves(histories: Mapping[str, list[dict[str, float]]], path: str 
         axis.set_title(key)
         axis.set_xlabel("step")
     axes[0].legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return Path(path)
+
+
+def plot_hand_motion(pairs: Sequence[tuple[np.ndarray, np.ndarray]], path: str | Path, title: str) -> Path:
+    """Generated (red) vs true (black) hands, camera x-y view, first / middle / last frame of each chunk."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from modeling_pela.mano import KEYPOINT_PARENTS
+
+    figure, axes = plt.subplots(1, len(pairs), figsize=(3 * len(pairs), 3), squeeze=False)
+    for axis, (generated, true) in zip(axes[0], pairs, strict=True):
+        for joints, colour in ((true, "black"), (generated, "tab:red")):
+            for t in (0, joints.shape[0] // 2, joints.shape[0] - 1):
+                for k, parent in enumerate(KEYPOINT_PARENTS):
+                    if parent >= 0:
+                        axis.plot(joints[t, [parent, k], 0], -joints[t, [parent, k], 1], color=colour, lw=1)
+            axis.plot(joints[:, 0, 0], -joints[:, 0, 1], color=colour, ls=":", lw=1)
+        axis.set_aspect("equal")
+        axis.set_xticks([])
+        axis.set_yticks([])
+    figure.suptitle(f"{title}: generated (red) vs true (black)")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

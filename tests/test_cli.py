@@ -17,14 +17,23 @@ def test_help_lists_subcommands():
 
 def test_small_demo_writes_results(tmp_path, capsys):
     argv = ["demo", "--output-dir", str(tmp_path), "--num-lab-clips", "60", "--num-wild-clips", "20",
-            "--tokenizer-steps", "5", "--codebook-size", "64", "--num-workers", "0"]  # fmt: skip
+            "--tokenizer-steps", "5", "--codebook-size", "64", "--num-workers", "0", "--num-dataset-clips", "30",
+            "--pretrain-steps", "2", "--batch-size", "2"]  # fmt: skip
     assert main(argv) == 0
-    results = json.loads((tmp_path / "results.json").read_text())
-    tok = results["motion_tokenizer"]
+    tok = json.loads((tmp_path / "tokenizer_metrics.json").read_text())
     assert tok["kinematics"] == "builtin"
     for split in ("lab", "wild"):
         for key in ("mpjpe", "pa_mpjpe", "mwte", "mde", "wrist_usage", "finger_usage"):
             assert math.isfinite(tok[split][key]) and tok[split][key] >= 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results) == {"pela", "pela_wo_align", "next_token"}  # the public contract's shape
+    for splits in results.values():
+        assert set(splits) >= {"lab", "wild"}
+        for split in ("lab", "wild"):
+            assert all(math.isfinite(splits[split][k]) and splits[split][k] > 0 for k in ("mpjpe", "mwte", "mde"))
     assert (tmp_path / "motion_tokenizer" / "config.json").exists()
-    assert (tmp_path / "preview_lab.png").exists() and (tmp_path / "preview_wild.png").exists()
-    assert "MPJPE" in capsys.readouterr().out
+    assert (tmp_path / "models" / "pela" / "model.safetensors").exists()
+    for name in ("preview_lab.png", "preview_wild.png", "loss_curves.png", "generated_pela.png", "run_info.json"):
+        assert (tmp_path / name).exists(), name
+    printed = capsys.readouterr().out
+    assert "MPJPE" in printed and "pela_wo_align" in printed and "next_token" in printed
