@@ -25,12 +25,14 @@ find_python() {
     exit 1
 }
 
-want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+want="$(cat pyproject.toml lerobot_policy_pela/pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then exit 0; fi
 if [ ! -x "$VENV/bin/python" ]; then
     "$(find_python)" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q -e ".[robot,dev]"
+# the LeRobot policy plugin (LeRobot imports every installed lerobot_policy_* distribution)
+"$VENV/bin/python" -m pip install -q -e ./lerobot_policy_pela
 echo "$want" > "$STAMP"
 echo "PELA environment ready in $VENV"
