@@ -230,7 +230,11 @@ class PELAProcessor(ProcessorMixin):
                 ids += [self.state_token_id(hand)] * self.tokens_per_chunk
         labels = [IGNORE_INDEX] * len(ids)
         chunk_ids = [-1] * len(ids)
-        motion = {hand: self._motion_tokens(sample, hand, motion_tokenizer) for hand in hands} if labeled else {}
+        motion = (
+            {hand: self._motion_tokens(sample, hand, motion_tokenizer) for hand in hands}
+            if labeled and num_steps
+            else {}
+        )
         chunk_hands, chunk_frames = [], []
         for step in range(num_steps):
             for hand in hands:

@@ -121,7 +121,7 @@ def evaluate_generation(
         if not row.get("has_motion_labels") or int(row["num_chunks"]) < num_chunks:
             continue
         prompt = {**row, "task_type": "motion_generation", "context_chunks": 0}
-        batch = processor(prompt, motion_tokenizer, generation=True)
+        batch = processor(prompt, generation=True)  # a generation prompt holds no motion chunk
         inputs = {key: batch[key] for key in GENERATION_INPUTS if key in batch}
         output = model.generate_motion(
             **inputs, hands=list(row["hands"]), num_chunks=num_chunks, num_ensembles=num_ensembles,
