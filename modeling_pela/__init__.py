@@ -5,6 +5,12 @@ Importing this package registers the tokenizer and PELA with ``AutoConfig``/``Au
 
 from .configuration_motion_tokenizer import MotionTokenizerConfig
 from .configuration_pela import PELAConfig
+from .flow_matching_head import (
+    EncodedCondition,
+    FlowMatchingActionHead,
+    FlowMatchingActionHeadConfig,
+    FlowMatchingOutput,
+)
 from .hand_motion import HAND_SIDES, HandMotion, HandMotionError
 from .mano import BuiltinHandKinematics, SmplxHandKinematics, load_hand_kinematics
 from .modeling_motion_tokenizer import MotionTokenizerModel, MotionTokenizerOutput
@@ -19,6 +25,10 @@ from .processing_pela import PELAProcessor
 __all__ = [
     "HAND_SIDES",
     "BuiltinHandKinematics",
+    "EncodedCondition",
+    "FlowMatchingActionHead",
+    "FlowMatchingActionHeadConfig",
+    "FlowMatchingOutput",
     "HandMotion",
     "HandMotionError",
     "MotionTokenizerConfig",

@@ -33,6 +33,6 @@ fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q -e ".[robot,dev]"
 # the LeRobot policy plugin (LeRobot imports every installed lerobot_policy_* distribution)
-"$VENV/bin/python" -m pip install -q -e ./lerobot_policy_pela
+"$VENV/bin/python" -m pip install -q -e ./lerobot_policy_pela --no-deps  # its dependencies come with .[robot]
 echo "$want" > "$STAMP"
 echo "PELA environment ready in $VENV"
