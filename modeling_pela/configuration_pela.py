@@ -26,6 +26,14 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.models.auto import CONFIG_MAPPING
 
 MOTION_SPECIAL_TOKENS = ("<mot>", "</mot>", "[MASK]", "<state_left>", "<state_right>")
+
+
+def motion_special_token_ids(motion_token_offset: int, codebook_size: int) -> dict[str, int]:
+    """Model ids of :data:`MOTION_SPECIAL_TOKENS`, right after the ``2C`` motion codes (shared with the processor)."""
+    start = motion_token_offset + 2 * codebook_size
+    return {token: start + i for i, token in enumerate(MOTION_SPECIAL_TOKENS)}
+
+
 OBJECTIVES = ("masked_chunk", "next_token")
 FRAME_ENCODER_TYPES = ("dinov3_vit", "vjepa2")
 
@@ -235,24 +243,28 @@ class PELAConfig(PreTrainedConfig):
         return 2 * self.codebook_size
 
     @property
+    def _special_ids(self) -> dict[str, int]:
+        return motion_special_token_ids(self.motion_token_offset, self.codebook_size)
+
+    @property
     def mot_start_token_id(self) -> int:
-        return self.motion_token_offset + self.motion_vocab_size
+        return self._special_ids["<mot>"]
 
     @property
     def mot_end_token_id(self) -> int:
-        return self.mot_start_token_id + 1
+        return self._special_ids["</mot>"]
 
     @property
     def mask_token_id(self) -> int:
-        return self.mot_start_token_id + 2
+        return self._special_ids["[MASK]"]
 
     @property
     def state_left_token_id(self) -> int:
-        return self.mot_start_token_id + 3
+        return self._special_ids["<state_left>"]
 
     @property
     def state_right_token_id(self) -> int:
-        return self.mot_start_token_id + 4
+        return self._special_ids["<state_right>"]
 
     @property
     def wrist_token_range(self) -> tuple[int, int]:
@@ -357,4 +369,4 @@ class PELAConfig(PreTrainedConfig):
             raise ValueError(f"ema_alpha must be in [0, 1], got {self.ema_alpha}")
 
 
-__all__ = ["MOTION_SPECIAL_TOKENS", "OBJECTIVES", "PRESETS", "PELAConfig"]
+__all__ = ["MOTION_SPECIAL_TOKENS", "OBJECTIVES", "PRESETS", "PELAConfig", "motion_special_token_ids"]

@@ -44,6 +44,8 @@ from PIL import Image
 from transformers import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
+from .configuration_pela import MOTION_SPECIAL_TOKENS, motion_special_token_ids
+
 HANDS = ("left", "right")
 TASK_TYPES = ("motion_generation", "motion_description", "motion_continuation", "video_only")
 IGNORE_INDEX = -100
@@ -127,19 +129,23 @@ class PELAProcessor(ProcessorMixin):
     # -- token ids -----------------------------------------------------------------------------------------------
 
     @property
+    def _special_ids(self) -> dict[str, int]:
+        return motion_special_token_ids(self.motion_token_offset, self.codebook_size)
+
+    @property
     def mot_start_token_id(self) -> int:
-        return self.motion_token_offset + 2 * self.codebook_size
+        return self._special_ids["<mot>"]
 
     @property
     def mot_end_token_id(self) -> int:
-        return self.mot_start_token_id + 1
+        return self._special_ids["</mot>"]
 
     @property
     def mask_token_id(self) -> int:
-        return self.mot_start_token_id + 2
+        return self._special_ids["[MASK]"]
 
     def state_token_id(self, hand: str) -> int:
-        return self.mot_start_token_id + 3 + HANDS.index(hand)
+        return self._special_ids[f"<state_{hand}>"]
 
     # -- one sample ----------------------------------------------------------------------------------------------
 
@@ -256,7 +262,7 @@ class PELAProcessor(ProcessorMixin):
             ids += response
             labels += response
             chunk_ids += [-1] * len(response)
-        if max(ids, default=0) >= self.motion_token_offset + 2 * self.codebook_size + 5:
+        if max(ids, default=0) >= self.motion_token_offset + 2 * self.codebook_size + len(MOTION_SPECIAL_TOKENS):
             raise ValueError("token ids beyond the extended vocabulary: is the processor configured for this model?")
         first_target = {"motion_continuation": len(hands) * context, "motion_description": len(chunk_hands)}.get(
             task, 0
