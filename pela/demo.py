@@ -90,8 +90,8 @@ def _pretrain_and_evaluate(config: DemoConfig, out: Path) -> tuple[dict, dict]:
     from datasets_unihand_mix.builder import UniHandMix
     from datasets_unihand_mix.export import export_hub_folder
     from datasets_unihand_mix.streaming import stream_unihand_mix
-    from datasets_unihand_mix.tasks import stable_uniform
     from modeling_pela import MotionTokenizerModel, PELAConfig, load_hand_kinematics
+    from trainers.pela_trainer import pela_training_arguments
 
     from .pretraining import (
         build_text_tokenizer,
@@ -102,6 +102,7 @@ def _pretrain_and_evaluate(config: DemoConfig, out: Path) -> tuple[dict, dict]:
         plot_loss_curves,
         pretrain,
         rows_of,
+        wild_fraction_filter,
     )
 
     torch.set_num_threads(1)  # tiny matrices: one intra-op thread is much faster than two on 2 cores
@@ -116,8 +117,7 @@ def _pretrain_and_evaluate(config: DemoConfig, out: Path) -> tuple[dict, dict]:
     tokenizer = MotionTokenizerModel.from_pretrained(str(out / "motion_tokenizer")).eval()
     kinematics = load_hand_kinematics(config.mano_dir)
 
-    def keep(row: dict) -> bool:  # the wild-data fraction of paper Fig. 3
-        return row["subset"] == "lab" or stable_uniform("wild-fraction", row["id"]) < config.wild_fraction
+    keep = wild_fraction_filter(config.wild_fraction)
 
     all_train = rows_of(stream_unihand_mix(str(data_dir), "mix", "train"))
     text = build_text_tokenizer([r["instruction"] + " " + r["response"] for r in all_train], 250)
@@ -135,10 +135,12 @@ def _pretrain_and_evaluate(config: DemoConfig, out: Path) -> tuple[dict, dict]:
     for name in config.models:
         print(f"[demo] pretraining {name} for {config.pretrain_steps} steps ...")
         started = time.time()
-        model, histories[name] = pretrain(
-            name, train, processor, tokenizer, str(out / "models" / name), codebook_size=config.codebook_size,
-            max_steps=config.pretrain_steps, batch_size=config.batch_size, seed=config.seed,
+        args = pela_training_arguments(
+            str(out / "models" / name), max_steps=config.pretrain_steps, per_device_train_batch_size=config.batch_size,
+            learning_rate=1e-3, logging_steps=max(1, config.pretrain_steps // 20), save_strategy="no",
+            use_cpu=not torch.cuda.is_available(), disable_tqdm=False, seed=config.seed,
         )  # fmt: skip
+        model, histories[name] = pretrain(name, train, processor, tokenizer, args)
         results[name], pairs = {}, []
         for split, rows in tests.items():
             results[name][split] = evaluate_generation(model, processor, tokenizer, rows, kinematics, keypoints=pairs)

@@ -12,22 +12,26 @@ from __future__ import annotations
 
 import collections
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast, TrainingArguments
 from transformers.models.dinov3_vit.image_processing_dinov3_vit import DINOv3ViTImageProcessor
 from transformers.models.got_ocr2.image_processing_got_ocr2 import GotOcr2ImageProcessor
 
-from modeling_pela import PELAConfig, PELAForPretraining, PELAProcessor
+from datasets_unihand_mix.streaming import stream_unihand_mix
+from datasets_unihand_mix.tasks import stable_uniform
+from modeling_pela import MotionTokenizerModel, PELAConfig, PELAForPretraining, PELAProcessor
 from modeling_pela.mano import HandKinematics
+from trainers.checkpointing import last_complete_checkpoint
 from trainers.collator import PELADataCollator
 from trainers.metrics.hand_motion import compute_hand_motion_metrics
-from trainers.pela_trainer import PELATrainer, pela_training_arguments
+from trainers.pela_trainer import PELATrainer
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "pela": {"objective": "masked_chunk", "align": True},
@@ -56,41 +60,147 @@ def make_processor(config: PELAConfig, tokenizer: PreTrainedTokenizerFast, image
     return PELAProcessor.from_model_config(config, image_processor, tokenizer, frame_processor)
 
 
+MOTION_TOKENIZER_SUBFOLDER = "motion_tokenizer"
+
+
+@dataclass
+class PretrainArguments:
+    """What ``pela pretrain`` trains on and which model it builds (the optimisation settings are
+    :class:`~trainers.pela_trainer.PELATrainingArguments`)."""
+
+    data: str = field(metadata={"help": "exported UniHand-Mix folder (`pela data export`) or Hub dataset id"})
+    motion_tokenizer: str = field(metadata={"help": "trained GRQ-VAE folder (`pela tokenizer train`) or Hub id"})
+    dataset_config: str = field(default="mix", metadata={"help": "lab | wild | mix"})
+    variant: str = field(default="pela", metadata={"help": f"one of {sorted(VARIANTS)}"})
+    model_preset: str = field(default="tiny", metadata={"help": "PELAConfig preset: tiny | 2b"})
+    init_from: str | None = field(default=None, metadata={"help": "start from this PELA checkpoint's weights"})
+    processor: str | None = field(
+        default=None,
+        metadata={"help": "a saved PELAProcessor (default for the tiny preset: a word-level tokenizer over the data)"},
+    )
+    wild_fraction: float = field(default=1.0, metadata={"help": "share of the wild training clips used (Fig. 3)"})
+    max_train_chunks: int | None = field(default=None, metadata={"help": "crop training clips to this many chunks"})
+    shuffle_buffer_size: int = field(default=256, metadata={"help": "streaming shuffle buffer (0: file order)"})
+
+
+def wild_fraction_filter(fraction: float) -> Callable[[Mapping[str, Any]], bool]:
+    """Keep every lab row and a stable (per clip id) ``fraction`` of the wild rows (paper Fig. 3)."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"wild_fraction must be in [0, 1], got {fraction}")
+
+    def keep(row: Mapping[str, Any]) -> bool:
+        return row["subset"] == "lab" or stable_uniform("wild-fraction", row["id"]) < fraction
+
+    return keep
+
+
+def pretraining_stream(args: PretrainArguments, seed: int) -> Any:
+    """The streamed, wild-fraction-filtered (and cropped) ``train`` split ``pela pretrain`` reads."""
+    rows = stream_unihand_mix(
+        args.data, args.dataset_config, "train", shuffle_buffer_size=args.shuffle_buffer_size or None, seed=seed
+    ).filter(wild_fraction_filter(args.wild_fraction))
+    if args.max_train_chunks:
+        rows = rows.map(lambda row: crop_row(row, args.max_train_chunks))
+    return rows
+
+
+def build_model(
+    variant: str, preset: str = "tiny", codebook_size: int | None = None, init_from: str | None = None
+) -> PELAForPretraining:
+    """A fresh (or ``init_from``-initialised) :class:`PELAForPretraining` for one of :data:`VARIANTS`."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose from {sorted(VARIANTS)}")
+    if init_from:
+        model = PELAForPretraining.from_pretrained(init_from, **VARIANTS[variant])
+        if codebook_size and model.config.codebook_size != codebook_size:
+            raise ValueError(
+                f"init_from={init_from!r} has codebook size {model.config.codebook_size}, the motion tokenizer "
+                f"{codebook_size}"
+            )
+        return model
+    overrides = {"codebook_size": codebook_size} if codebook_size else {}
+    return PELAForPretraining(PELAConfig.from_preset(preset, **VARIANTS[variant], **overrides))
+
+
 def pretrain(
     variant: str,
     train_rows: Any,
     processor: PELAProcessor,
-    motion_tokenizer: Any,
-    output_dir: str,
+    motion_tokenizer: MotionTokenizerModel,
+    args: TrainingArguments,
     *,
-    codebook_size: int,
-    max_steps: int,
-    batch_size: int = 8,
-    learning_rate: float = 1e-3,
-    seed: int = 0,
+    preset: str = "tiny",
+    init_from: str | None = None,
 ) -> tuple[PELAForPretraining, list[dict[str, float]]]:
-    """Train one variant (:data:`VARIANTS`) on ``train_rows`` (a ``datasets.IterableDataset`` of UniHand-Mix rows)."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; choose from {sorted(VARIANTS)}")
-    torch.manual_seed(seed)
-    model = PELAForPretraining(PELAConfig.tiny(codebook_size=codebook_size, **VARIANTS[variant])).train()
-    args = pela_training_arguments(
-        output_dir,
-        max_steps=max_steps,
-        per_device_train_batch_size=batch_size,
-        learning_rate=learning_rate,
-        warmup_steps=0.05,
-        logging_steps=max(1, max_steps // 20),
-        save_strategy="no",
-        use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=False,
-        seed=seed,
-    )
-    collator = PELADataCollator(processor, motion_tokenizer, seed=seed)
+    """Train one variant on ``train_rows`` (a ``datasets.IterableDataset`` of UniHand-Mix rows); the result is saved
+    to ``args.output_dir`` as a self-contained checkpoint (:func:`save_pretraining_checkpoint`). Resumes from the last
+    complete checkpoint in ``args.output_dir`` when ``args.resume_from_checkpoint`` is ``"last"``."""
+    torch.manual_seed(args.seed)
+    model = build_model(variant, preset, motion_tokenizer.config.codebook_size, init_from).train()
+    collator = PELADataCollator(processor, motion_tokenizer, seed=args.seed)
     trainer = PELATrainer(model=model, args=args, train_dataset=train_rows, data_collator=collator)
-    trainer.train()
-    model.save_pretrained(output_dir)
+    resume = args.resume_from_checkpoint
+    if resume == "last":
+        resume = last_complete_checkpoint(args.output_dir)
+    trainer.train(resume_from_checkpoint=resume)
+    if trainer.is_world_process_zero():
+        save_pretraining_checkpoint(args.output_dir, model, processor, motion_tokenizer)
     return model.eval(), [h for h in trainer.state.log_history if "loss" in h]
+
+
+def run_pretraining(args: PretrainArguments, training_args: TrainingArguments) -> PELAForPretraining:
+    """``pela pretrain``: stream ``args.data``, build the processor, train, save a self-contained checkpoint."""
+    motion_tokenizer = MotionTokenizerModel.from_pretrained(args.motion_tokenizer).eval()
+    codebook_size = motion_tokenizer.config.codebook_size
+    if args.processor:
+        processor = PELAProcessor.from_pretrained(args.processor)
+    elif args.model_preset == "tiny" and not args.init_from:
+        texts = (r["instruction"] + " " + r["response"] for r in stream_unihand_mix(args.data, args.dataset_config))
+        processor = make_processor(PELAConfig.tiny(codebook_size=codebook_size), build_text_tokenizer(texts, 250))
+    else:
+        raise ValueError(
+            f"model_preset={args.model_preset!r} / init_from={args.init_from!r} needs --processor: a saved "
+            "PELAProcessor (PELAProcessor.from_model_config(config, vlm_image_processor, vlm_tokenizer, "
+            "frame_processor).save_pretrained(DIR), or the folder of a PELA checkpoint)"
+        )
+    if processor.codebook_size != codebook_size:
+        raise ValueError(
+            f"processor {args.processor!r} is for codebook size {processor.codebook_size}, but the motion tokenizer "
+            f"{args.motion_tokenizer!r} has {codebook_size}"
+        )
+    model, _ = pretrain(
+        args.variant, pretraining_stream(args, training_args.seed), processor, motion_tokenizer, training_args,
+        preset=args.model_preset, init_from=args.init_from,
+    )  # fmt: skip
+    return model
+
+
+def save_pretraining_checkpoint(
+    output_dir: str | Path, model: PELAForPretraining, processor: PELAProcessor, motion_tokenizer: MotionTokenizerModel
+) -> Path:
+    """Model weights + config, processor (tokenizer, image processors) and the motion tokenizer (in
+    ``motion_tokenizer/``): everything :func:`load_pretraining_checkpoint`, ``pela eval`` / ``generate`` and the
+    LeRobot policy's backbone loader need."""
+    output_dir = Path(output_dir)
+    model.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+    motion_tokenizer.save_pretrained(output_dir / MOTION_TOKENIZER_SUBFOLDER)
+    return output_dir
+
+
+def load_pretraining_checkpoint(
+    path: str | Path, motion_tokenizer: str | None = None
+) -> tuple[PELAForPretraining, PELAProcessor, MotionTokenizerModel]:
+    """(model, processor, motion tokenizer) of a checkpoint written by :func:`save_pretraining_checkpoint`."""
+    path = Path(path)
+    tokenizer_path = motion_tokenizer or path / MOTION_TOKENIZER_SUBFOLDER
+    if not motion_tokenizer and not (path / MOTION_TOKENIZER_SUBFOLDER).is_dir():
+        raise FileNotFoundError(
+            f"{path} has no {MOTION_TOKENIZER_SUBFOLDER}/ folder: pass the motion tokenizer's folder explicitly"
+        )
+    model = PELAForPretraining.from_pretrained(str(path)).eval()
+    processor = PELAProcessor.from_pretrained(str(path))
+    return model, processor, MotionTokenizerModel.from_pretrained(str(tokenizer_path)).eval()
 
 
 def _joints(mano: Mapping[str, Any], side: str, frames: int, kinematics: HandKinematics) -> torch.Tensor:

@@ -13,7 +13,16 @@ from datasets_unihand_mix.builder import UniHandMix
 from datasets_unihand_mix.export import export_hub_folder
 from datasets_unihand_mix.streaming import stream_unihand_mix
 from modeling_pela import BuiltinHandKinematics, MotionTokenizerConfig, MotionTokenizerModel, PELAConfig
-from pela.pretraining import build_text_tokenizer, evaluate_generation, make_processor, pretrain, rows_of
+from pela.pretraining import (
+    build_model,
+    build_text_tokenizer,
+    evaluate_generation,
+    load_pretraining_checkpoint,
+    make_processor,
+    pretrain,
+    rows_of,
+)
+from trainers.pela_trainer import pela_training_arguments
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +47,17 @@ def test_pretrain_then_generate_and_score(data_dir, tmp_path):
     rows = rows_of(train)
     text = build_text_tokenizer([r["instruction"] + " " + r["response"] for r in rows], 250)
     processor = make_processor(PELAConfig.tiny(codebook_size=128), text, image_size=56)
-    model, history = pretrain(
-        "pela", train.take(8), processor, tokenizer_model, str(tmp_path / "pela"), codebook_size=128,
-        max_steps=2, batch_size=2,
-    )  # fmt: skip
+    args = pela_training_arguments(
+        str(tmp_path / "pela"), max_steps=2, per_device_train_batch_size=2, logging_steps=1, use_cpu=True
+    )
+    model, history = pretrain("pela", train.take(8), processor, tokenizer_model, args)
     assert [h["step"] for h in history][-1] == 2 and all(math.isfinite(h["loss"]) for h in history)
-    assert (tmp_path / "pela" / "model.safetensors").exists()
+    # a self-contained checkpoint: weights, processor and motion tokenizer reload together
+    reloaded, reloaded_processor, reloaded_tokenizer = load_pretraining_checkpoint(tmp_path / "pela")
+    assert reloaded.config.codebook_size == 128 and reloaded_processor.codebook_size == 128
+    assert reloaded_processor.tokenizer("pick up")["input_ids"] == processor.tokenizer("pick up")["input_ids"]
+    for key, value in tokenizer_model.state_dict().items():
+        assert torch.equal(reloaded_tokenizer.state_dict()[key], value), key
     test = [r for r in rows_of(stream_unihand_mix(data_dir, "lab", "test")) if r["has_motion_labels"]][:1]
     metrics = evaluate_generation(model, processor, tokenizer_model, test, BuiltinHandKinematics())
     assert set(metrics) >= {"mpjpe", "pa_mpjpe", "mwte", "mde"} and metrics["num_hand_chunks"] == len(test[0]["hands"])
@@ -52,4 +66,4 @@ def test_pretrain_then_generate_and_score(data_dir, tmp_path):
 
 def test_unknown_variant_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="unknown variant"):
-        pretrain("bert", None, None, None, str(tmp_path), codebook_size=128, max_steps=1)
+        build_model("bert")

@@ -14,6 +14,7 @@ The loss itself is computed per sample by ``PELAForPretraining.forward``; the tr
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import datasets
@@ -21,6 +22,7 @@ import torch
 from datasets.distributed import split_dataset_by_node
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainingArguments
+from transformers.trainer_utils import SchedulerType
 
 from .callbacks import PerceiverEMACallback
 from .checkpointing import AtomicCheckpointMixin
@@ -29,23 +31,31 @@ IGNORE_INDEX = -100
 LOGGED_LOSSES = ("mcp_loss", "align_loss", "text_loss", "latent_action_std")
 
 
-def pela_training_arguments(output_dir: str, **overrides: Any) -> TrainingArguments:
-    """Paper defaults (appendix A.4): AdamW lr 3e-5, weight decay 0.05, betas (0.9, 0.95), 5% warm-up then cosine,
-    grad clip 1.0, bf16 where the hardware supports it; checkpoint callbacks restored on resume."""
-    defaults: dict[str, Any] = {
-        "learning_rate": 3e-5,
-        "weight_decay": 0.05,
-        "adam_beta1": 0.9,
-        "adam_beta2": 0.95,
-        "lr_scheduler_type": "cosine",
-        "warmup_steps": 0.05,
-        "max_grad_norm": 1.0,
-        "bf16": torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
-        "remove_unused_columns": False,
-        "restore_callback_states_from_checkpoint": True,
-        "report_to": [],
-    }
-    return TrainingArguments(output_dir=output_dir, **{**defaults, **overrides})
+def _bf16_supported() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+@dataclass
+class PELATrainingArguments(TrainingArguments):
+    """``TrainingArguments`` with the paper's defaults (appendix A.4): AdamW lr 3e-5, weight decay 0.05, betas
+    (0.9, 0.95), 5% warm-up then cosine, grad clip 1.0, bf16 where the hardware supports it; checkpoint callbacks
+    (the perceiver EMA) restored on resume. Usable with ``HfArgumentParser`` (``pela pretrain``)."""
+
+    learning_rate: float = 3e-5
+    weight_decay: float = 0.05
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    lr_scheduler_type: SchedulerType | str = "cosine"
+    warmup_steps: float = 0.05
+    max_grad_norm: float = 1.0
+    bf16: bool = field(default_factory=_bf16_supported)
+    remove_unused_columns: bool = False
+    restore_callback_states_from_checkpoint: bool = True
+
+
+def pela_training_arguments(output_dir: str, **overrides: Any) -> PELATrainingArguments:
+    """:class:`PELATrainingArguments` (paper defaults) for ``output_dir``, with ``overrides``."""
+    return PELATrainingArguments(output_dir=output_dir, **overrides)
 
 
 class _Window:
