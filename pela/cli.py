@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from . import __version__
 
@@ -112,6 +113,80 @@ def _cmd_tokenizer_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_pretrain_args(argv: Sequence[str]) -> tuple[Any, Any]:
+    """``pela pretrain`` arguments: ``[CONFIG.yaml] [--flag value ...]`` (flags override the YAML file) parsed by
+    ``HfArgumentParser`` into ``(PretrainArguments, PELATrainingArguments)``."""
+    import yaml
+    from transformers import HfArgumentParser
+
+    from trainers.pela_trainer import PELATrainingArguments
+
+    from .pretraining import PretrainArguments
+
+    parser = HfArgumentParser((PretrainArguments, PELATrainingArguments), prog="pela pretrain")
+    argv = list(argv)
+    if argv and argv[0].endswith((".yaml", ".yml")):
+        with open(argv.pop(0)) as handle:
+            values = yaml.safe_load(handle) or {}
+        known = {action.dest for action in parser._actions}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise SystemExit(f"pela pretrain: unknown keys in the YAML file: {unknown}")
+        parser.set_defaults(**values)
+        for action in parser._actions:
+            if action.dest in values:
+                action.required = False
+    pretrain_args, training_args = parser.parse_args_into_dataclasses(argv)
+    return pretrain_args, training_args
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from .pretraining import run_pretraining
+
+    pretrain_args, training_args = parse_pretrain_args(args.args)
+    run_pretraining(pretrain_args, training_args)
+    print(f"wrote {training_args.output_dir}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .inference import evaluate_checkpoint
+
+    results = evaluate_checkpoint(
+        args.checkpoint, args.data, args.splits, num_chunks=args.num_chunks, num_ensembles=args.num_ensembles,
+        max_rows=args.max_rows, mano_dir=args.mano_dir,
+    )  # fmt: skip
+    text = json.dumps(results, indent=2)
+    if args.output:
+        with open(args.output, "w") as handle:
+            handle.write(text)
+    print(text)
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from modeling_pela.mano import load_hand_kinematics
+
+    from .inference import generate_for_image, mano_to_json, render_hands_on_image
+
+    image = Image.open(args.image)
+    mano = generate_for_image(
+        args.checkpoint, image, args.instruction, args.hands, num_chunks=args.num_chunks,
+        num_ensembles=args.num_ensembles, seed=args.seed,
+    )  # fmt: skip
+    path = render_hands_on_image(
+        image, mano, load_hand_kinematics(args.mano_dir), args.output, focal_factor=args.focal_factor
+    )
+    print(f"wrote {path}")
+    if args.save_mano:
+        with open(args.save_mano, "w") as handle:
+            json.dump(mano_to_json(mano), handle)
+        print(f"wrote {args.save_mano}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pela",
@@ -192,6 +267,44 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--private", action="store_true")
     push.add_argument("--revision", default=None, help="branch to commit to (default: main)")
     push.set_defaults(func=_cmd_data_push)
+
+    pretrain = sub.add_parser(
+        "pretrain",
+        add_help=False,
+        help="pretrain PELA (or a baseline) on an exported UniHand-Mix: [CONFIG.yaml] [--flag value ...] "
+        "(`pela pretrain --help` lists the flags; works under `accelerate launch`)",
+    )
+    pretrain.add_argument("args", nargs=argparse.REMAINDER)
+    pretrain.set_defaults(func=_cmd_pretrain)
+
+    evaluate = sub.add_parser(
+        "eval", help="score a pretrained checkpoint's generated motion on UniHand-Mix test splits"
+    )
+    evaluate.add_argument("checkpoint", help="a `pela pretrain` output folder")
+    evaluate.add_argument("--data", required=True, help="exported UniHand-Mix folder or Hub dataset id")
+    evaluate.add_argument("--splits", nargs="+", default=["lab", "wild"], choices=["lab", "wild"])
+    evaluate.add_argument("--num-chunks", type=int, default=1, help="generated chunks per test clip")
+    evaluate.add_argument("--num-ensembles", type=int, default=1, help="masked decoding passes averaged")
+    evaluate.add_argument("--max-rows", type=int, default=None, help="at most this many clips per split")
+    evaluate.add_argument("--output", default=None, help="also write the metrics to this JSON file")
+    _add_kinematics_arg(evaluate)
+    evaluate.set_defaults(func=_cmd_eval)
+
+    generate = sub.add_parser(
+        "generate", help="hand motion for an image + instruction, drawn over the image (PNG) and optionally saved"
+    )
+    generate.add_argument("checkpoint", help="a `pela pretrain` output folder")
+    generate.add_argument("--image", required=True, help="first frame (any format PIL reads)")
+    generate.add_argument("--instruction", required=True)
+    generate.add_argument("--hands", nargs="+", default=["left", "right"], choices=["left", "right"])
+    generate.add_argument("--num-chunks", type=int, default=1)
+    generate.add_argument("--num-ensembles", type=int, default=1)
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--focal-factor", type=float, default=0.9, help="focal length / image width")
+    generate.add_argument("--output", default="outputs/generated.png")
+    generate.add_argument("--save-mano", default=None, help="write the generated MANO parameters to this JSON file")
+    _add_kinematics_arg(generate)
+    generate.set_defaults(func=_cmd_generate)
 
     tok = sub.add_parser("tokenizer", help="the GRQ-VAE motion tokenizer")
     tok_sub = tok.add_subparsers(dest="tokenizer_command", metavar="ACTION", required=True)

@@ -69,18 +69,20 @@ def run_demo(config: DemoConfig) -> dict:
     info.update(config=asdict(config), seconds=round(time.time() - start, 1))
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "run_info.json").write_text(json.dumps(info, indent=2))
-    print(format_table(results))
+    print(format_table(results, info["reference_mean_motion"]))
     print(f"\n[demo] done in {info['seconds']} s; results in {out / 'results.json'}")
     return results
 
 
-def format_table(results: dict) -> str:
-    """Table 1 of the paper in miniature: one row per model, Lab and Wild columns (cm)."""
+def format_table(results: dict, reference: dict | None = None) -> str:
+    """Table 1 of the paper in miniature: one row per model, Lab and Wild columns (cm); ``reference`` (the
+    mean-motion predictor) as a last row in parentheses."""
     keys = ("mpjpe", "pa_mpjpe", "mwte", "mde")
-    header = f"{'model':<14}" + "".join(f"{s + ' ' + k.upper():>15}" for s in ("Lab", "Wild") for k in keys)
+    header = f"{'model':<15}" + "".join(f"{s + ' ' + k.upper():>15}" for s in ("Lab", "Wild") for k in keys)
     lines = ["", "Hand motion generation, first chunk of each test sample (cm, built-in skeleton)", header]
-    for name, splits in results.items():
-        lines.append(f"{name:<14}" + "".join(f"{splits[s][k]:15.2f}" for s in ("lab", "wild") for k in keys))
+    rows = [*results.items(), *((("(mean motion)", reference),) if reference else ())]
+    for name, splits in rows:
+        lines.append(f"{name:<15}" + "".join(f"{splits[s][k]:15.2f}" for s in ("lab", "wild") for k in keys))
     return "\n".join(lines)
 
 
@@ -97,6 +99,7 @@ def _pretrain_and_evaluate(config: DemoConfig, out: Path) -> tuple[dict, dict]:
         build_text_tokenizer,
         crop_row,
         evaluate_generation,
+        evaluate_mean_motion,
         make_processor,
         plot_hand_motion,
         plot_loss_curves,
@@ -131,6 +134,7 @@ def _pretrain_and_evaluate(config: DemoConfig, out: Path) -> tuple[dict, dict]:
         .filter(keep)
         .map(lambda row: crop_row(row, config.max_train_chunks))
     )
+    reference = {split: evaluate_mean_motion(all_train, rows, kinematics) for split, rows in tests.items()}
     results, histories, timings = {}, {}, {}
     for name in config.models:
         print(f"[demo] pretraining {name} for {config.pretrain_steps} steps ...")
@@ -152,6 +156,7 @@ def _pretrain_and_evaluate(config: DemoConfig, out: Path) -> tuple[dict, dict]:
         "train_rows": sum(keep(r) for r in all_train),
         "test_rows": {split: len(rows) for split, rows in tests.items()},
         "model_seconds": timings,
+        "reference_mean_motion": reference,
         "loss_history": histories,
     }
     return results, info

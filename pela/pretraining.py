@@ -250,6 +250,40 @@ def evaluate_generation(
     return {**metrics, "num_hand_chunks": len(predictions) * num_chunks}
 
 
+def evaluate_mean_motion(
+    train_rows: Iterable[Mapping[str, Any]],
+    rows: Sequence[Mapping[str, Any]],
+    kinematics: HandKinematics,
+    *,
+    num_chunks: int = 1,
+) -> dict[str, float]:
+    """A reference without a model: predict, for every test hand, the mean keypoint trajectory of that hand over the
+    labelled ``train_rows``' first ``num_chunks`` chunks. Same metrics and rows as :func:`evaluate_generation`; a
+    model that does not beat it has not learned to use the instruction and the image."""
+    frames = num_chunks * int(rows[0]["chunk_length"]) if rows else 0
+    sums: dict[str, np.ndarray] = {}
+    counts: collections.Counter[str] = collections.Counter()
+    for row in train_rows:
+        if row.get("has_motion_labels") and int(row["num_chunks"]) >= num_chunks:
+            for side in row["hands"]:
+                joints = _joints(row[f"mano_{side}"], side, frames, kinematics).numpy()
+                sums[side] = sums.get(side, 0.0) + joints
+                counts[side] += 1
+    predictions, references = [], []
+    for row in rows:
+        if not row.get("has_motion_labels") or int(row["num_chunks"]) < num_chunks:
+            continue
+        for side in row["hands"]:
+            if not counts[side]:
+                raise ValueError(f"no labelled training clip with a {side} hand for the mean-motion reference")
+            predictions.append(sums[side] / counts[side])
+            references.append(_joints(row[f"mano_{side}"], side, frames, kinematics).numpy())
+    if not predictions:
+        raise ValueError("no labelled test sample to evaluate")
+    metrics = compute_hand_motion_metrics(predictions=predictions, references=references)
+    return {**metrics, "num_hand_chunks": len(predictions) * num_chunks}
+
+
 def crop_row(row: Mapping[str, Any], max_chunks: int) -> dict[str, Any]:
     """The first ``max_chunks`` chunks of a row (MANO, tokens, boundary frames and counts cut consistently)."""
     num_chunks = int(row["num_chunks"])

@@ -1,0 +1,137 @@
+"""`pela pretrain` (YAML + flags through HfArgumentParser), `pela eval` and `pela generate` on a tiny exported toy
+UniHand-Mix, run the way a user runs them."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from pela_testing import single_thread  # noqa: F401  (module fixture: one intra-op thread)
+from PIL import Image
+
+from datasets_unihand_mix import generate_clips
+from datasets_unihand_mix.builder import UniHandMix
+from datasets_unihand_mix.export import export_hub_folder
+from datasets_unihand_mix.streaming import stream_unihand_mix
+from modeling_pela import BuiltinHandKinematics, MotionTokenizerConfig, MotionTokenizerModel
+from pela.cli import main, parse_pretrain_args
+from pela.inference import project, render_hands_on_image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pretrain_cli")
+    export_hub_folder(UniHandMix(config_name="toy", num_clips=24, image_size=48, seed=3), root / "data")
+    torch.manual_seed(0)
+    tokenizer = MotionTokenizerModel(MotionTokenizerConfig(codebook_size=64)).eval()
+    tokenizer.fit_normalization([m for clip in generate_clips(8) for m in clip.hands.values()])
+    tokenizer.save_pretrained(root / "tokenizer")
+    return root
+
+
+def _config(workspace: Path, output_dir: Path, **extra) -> Path:
+    values = {
+        "data": str(workspace / "data"), "motion_tokenizer": str(workspace / "tokenizer"), "output_dir": str(output_dir),
+        "max_steps": 2, "per_device_train_batch_size": 2, "logging_steps": 1, "max_train_chunks": 2,
+        "use_cpu": True, "save_strategy": "no", **extra,
+    }  # fmt: skip
+    path = output_dir.parent / f"{output_dir.name}.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def test_yaml_then_flags_with_paper_defaults(workspace, tmp_path):
+    config = _config(workspace, tmp_path / "run", variant="next_token", learning_rate=1e-3)
+    pretrain_args, training_args = parse_pretrain_args(
+        [str(config), "--learning_rate", "2e-3", "--wild_fraction", "0.5"]
+    )
+    assert pretrain_args.variant == "next_token" and pretrain_args.wild_fraction == 0.5
+    assert training_args.learning_rate == 2e-3  # the flag wins over the file
+    assert training_args.max_steps == 2 and training_args.output_dir == str(tmp_path / "run")
+    # what the file does not set keeps the paper's optimisation defaults
+    assert (training_args.weight_decay, training_args.adam_beta2, training_args.max_grad_norm) == (0.05, 0.95, 1.0)
+    assert training_args.lr_scheduler_type == "cosine" and not training_args.remove_unused_columns
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"data": "x", "motion_tokenizer": "y", "output_dir": "z", "lerning_rate": 1}))
+    with pytest.raises(SystemExit, match="lerning_rate"):
+        parse_pretrain_args([str(bad)])
+    with pytest.raises(SystemExit):  # required fields missing without a file
+        parse_pretrain_args(["--output_dir", str(tmp_path)])
+
+
+@pytest.mark.parametrize("name", ["pretrain_tiny.yaml", "pretrain_2b.yaml"])
+def test_shipped_configs_parse(name, tmp_path):
+    argv = [str(ROOT / "configs" / name), "--data", "d", "--motion_tokenizer", "t", "--output_dir", str(tmp_path)]
+    pretrain_args, training_args = parse_pretrain_args([*argv, "--bf16", "false"])  # the 2b file asks for bf16 (GPU)
+    assert pretrain_args.variant == "pela" and training_args.max_steps > 0
+    if name == "pretrain_2b.yaml":
+        assert pretrain_args.model_preset == "2b" and training_args.learning_rate == 3e-5
+        assert training_args.per_device_train_batch_size == 16 and training_args.gradient_checkpointing
+
+
+def test_pretrain_eval_generate_from_the_command_line(workspace, tmp_path, capsys):
+    run = tmp_path / "pela"
+    assert main(["pretrain", str(_config(workspace, run))]) == 0
+    for name in ("model.safetensors", "config.json", "processor_config.json", "motion_tokenizer/config.json"):
+        assert (run / name).exists(), name
+    assert "mcp_loss" in capsys.readouterr().out  # the trainer's per-term logging reached the console
+
+    metrics_path = tmp_path / "metrics.json"
+    argv = ["eval", str(run), "--data", str(workspace / "data"), "--max-rows", "2", "--output", str(metrics_path)]
+    assert main(argv) == 0
+    metrics = json.loads(metrics_path.read_text())
+    for split in ("lab", "wild"):
+        assert metrics[split]["num_hand_chunks"] >= 1 and metrics[split]["kinematics"] == "builtin"
+        assert all(math.isfinite(metrics[split][k]) and metrics[split][k] > 0 for k in ("mpjpe", "mwte", "mde"))
+
+    row = next(r for r in stream_unihand_mix(str(workspace / "data"), "lab", "test") if r["has_motion_labels"])
+    image_path = tmp_path / "frame.png"
+    row["first_frame"].save(image_path)
+    out, mano_path = tmp_path / "generated.png", tmp_path / "mano.json"
+    argv = ["generate", str(run), "--image", str(image_path), "--instruction", row["instruction"], "--hands", "right",
+            "--output", str(out), "--save-mano", str(mano_path)]  # fmt: skip
+    assert main(argv) == 0
+    assert Image.open(out).size == (3 * 4 * 48, 4 * 48)  # three panels at 4x the frame size
+    mano = json.loads(mano_path.read_text())
+    assert set(mano) == {"right"} and np.asarray(mano["right"]["hand_pose"]).shape == (15, 15, 3)
+    assert np.isfinite(np.asarray(mano["right"]["transl"])).all()
+    # the same seed gives the same motion
+    assert main([*argv[:-2], "--save-mano", str(tmp_path / "again.json")]) == 0
+    assert json.loads((tmp_path / "again.json").read_text()) == mano
+
+
+def test_projection_and_rendering_draw_the_hand_where_it_is(tmp_path):
+    # a point 0.5 m ahead on the optical axis lands in the image centre; 0.1 m right shifts it by f * 0.2
+    pixels = project(np.array([[0.0, 0.0, 0.5], [0.1, 0.0, 0.5]]), 100, 80, focal_factor=0.9)
+    np.testing.assert_allclose(pixels, [[50.0, 40.0], [50.0 + 90 * 0.2, 40.0]])
+    frames = 15
+    mano = {"right": {"hand_pose": np.zeros((frames, 45)), "global_orient": np.zeros((frames, 3)),
+                      "transl": np.tile([0.0, 0.0, 0.5], (frames, 1))}}  # fmt: skip
+    black = Image.new("RGB", (48, 48))
+    path = render_hands_on_image(black, mano, BuiltinHandKinematics(), tmp_path / "r.png", num_panels=1, scale=2)
+    drawn = np.asarray(Image.open(path))
+    red = (drawn[..., 0] > 200) & (drawn[..., 2] < 100)
+    rows, cols = np.nonzero(red)
+    assert red.sum() > 20  # the skeleton is drawn ...
+    assert abs(np.median(cols) - 48) < 24 and abs(np.median(rows) - 48) < 24  # ... around the projected hand
+
+
+@pytest.mark.slow
+def test_pretrain_under_accelerate_launch_with_two_processes(workspace, tmp_path):
+    config = _config(workspace, tmp_path / "ddp", per_device_train_batch_size=1)
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([*launcher, "-m", "pela.cli", "pretrain", str(config)], check=True, env=env, cwd=ROOT, timeout=600)
+    assert (tmp_path / "ddp" / "model.safetensors").exists()
+    assert (tmp_path / "ddp" / "motion_tokenizer" / "config.json").exists()
