@@ -76,6 +76,42 @@ def _dinov3_vitl16() -> dict[str, Any]:
     }  # fmt: skip
 
 
+class MotionSpecialTokensMixin:
+    """Ids of the motion special tokens for any object with ``motion_token_offset`` and ``codebook_size`` (the
+    config and the processor)."""
+
+    motion_token_offset: int
+    codebook_size: int
+
+    @property
+    def _special_ids(self) -> dict[str, int]:
+        return motion_special_token_ids(self.motion_token_offset, self.codebook_size)
+
+    @property
+    def mot_start_token_id(self) -> int:
+        return self._special_ids["<mot>"]
+
+    @property
+    def mot_end_token_id(self) -> int:
+        return self._special_ids["</mot>"]
+
+    @property
+    def mask_token_id(self) -> int:
+        return self._special_ids["[MASK]"]
+
+    def state_token_id(self, hand: str) -> int:
+        """Id of the Latent State Perceiver's placeholder token of ``hand`` (``"left"`` or ``"right"``)."""
+        return self._special_ids[f"<state_{hand}>"]
+
+    @property
+    def state_left_token_id(self) -> int:
+        return self.state_token_id("left")
+
+    @property
+    def state_right_token_id(self) -> int:
+        return self.state_token_id("right")
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     "2b": {},  # the class defaults
     "tiny": {
@@ -122,7 +158,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class PELAConfig(PreTrainedConfig):
+class PELAConfig(MotionSpecialTokensMixin, PreTrainedConfig):
     r"""Hyper-parameters of :class:`~modeling_pela.modeling_pela.PELAForPretraining`. ``PELAConfig()`` is the paper's
     2B configuration; :meth:`tiny` is a CPU-test preset. Inconsistent values raise ``ValueError`` at construction.
 
@@ -243,30 +279,6 @@ class PELAConfig(PreTrainedConfig):
         return 2 * self.codebook_size
 
     @property
-    def _special_ids(self) -> dict[str, int]:
-        return motion_special_token_ids(self.motion_token_offset, self.codebook_size)
-
-    @property
-    def mot_start_token_id(self) -> int:
-        return self._special_ids["<mot>"]
-
-    @property
-    def mot_end_token_id(self) -> int:
-        return self._special_ids["</mot>"]
-
-    @property
-    def mask_token_id(self) -> int:
-        return self._special_ids["[MASK]"]
-
-    @property
-    def state_left_token_id(self) -> int:
-        return self._special_ids["<state_left>"]
-
-    @property
-    def state_right_token_id(self) -> int:
-        return self._special_ids["<state_right>"]
-
-    @property
     def wrist_token_range(self) -> tuple[int, int]:
         """Model ids ``[start, end)`` of wrist codes (slots ``[0, tokens_per_chunk / 2)`` of a chunk)."""
         return self.motion_token_offset, self.motion_token_offset + self.codebook_size
@@ -369,4 +381,11 @@ class PELAConfig(PreTrainedConfig):
             raise ValueError(f"ema_alpha must be in [0, 1], got {self.ema_alpha}")
 
 
-__all__ = ["MOTION_SPECIAL_TOKENS", "OBJECTIVES", "PRESETS", "PELAConfig", "motion_special_token_ids"]
+__all__ = [
+    "MOTION_SPECIAL_TOKENS",
+    "OBJECTIVES",
+    "PRESETS",
+    "MotionSpecialTokensMixin",
+    "PELAConfig",
+    "motion_special_token_ids",
+]

@@ -44,7 +44,7 @@ from PIL import Image
 from transformers import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
-from .configuration_pela import MOTION_SPECIAL_TOKENS, motion_special_token_ids
+from .configuration_pela import MOTION_SPECIAL_TOKENS, MotionSpecialTokensMixin
 
 HANDS = ("left", "right")
 TASK_TYPES = ("motion_generation", "motion_description", "motion_continuation", "video_only")
@@ -58,7 +58,7 @@ def _image(value: Any) -> Any:
     return value
 
 
-class PELAProcessor(ProcessorMixin):
+class PELAProcessor(MotionSpecialTokensMixin, ProcessorMixin):
     """Builds PELA sequences (layout and outputs in the module docstring).
 
     Args:
@@ -125,27 +125,6 @@ class PELAProcessor(ProcessorMixin):
             use_latent_state=config.use_latent_state,
             **kwargs,
         )
-
-    # -- token ids -----------------------------------------------------------------------------------------------
-
-    @property
-    def _special_ids(self) -> dict[str, int]:
-        return motion_special_token_ids(self.motion_token_offset, self.codebook_size)
-
-    @property
-    def mot_start_token_id(self) -> int:
-        return self._special_ids["<mot>"]
-
-    @property
-    def mot_end_token_id(self) -> int:
-        return self._special_ids["</mot>"]
-
-    @property
-    def mask_token_id(self) -> int:
-        return self._special_ids["[MASK]"]
-
-    def state_token_id(self, hand: str) -> int:
-        return self._special_ids[f"<state_{hand}>"]
 
     # -- one sample ----------------------------------------------------------------------------------------------
 
