@@ -7,6 +7,10 @@ reader, decoding every frame to a uint8 array and every MANO sequence to float32
 * ``stream_unihand_mix``: the validating reader (:mod:`datasets_unihand_mix.streaming`);
 * ``+ DataLoader(2 workers)``: the same through ``torch.utils.data.DataLoader(num_workers=2)``.
 
+Then what training consumes, on the same stream with the demo's settings (tiny PELA, chunks cropped to 2, batch
+``--batch-size``): the MCP collator alone (MANO tokenized by a GRQ-VAE, images processed, hybrid masking) and full
+``PELATrainer`` steps (``--train-steps``), in samples/s, so the two can be compared with the readers above.
+
 Run from the repository root: ``python -m benchmarks.streaming_throughput [--num-clips 1000]``.
 """
 
@@ -89,6 +93,8 @@ def main() -> None:
     parser.add_argument("--num-workers", type=int, default=2, help="generator processes and DataLoader workers")
     parser.add_argument("--max-shard-size", default="4MB", help="export shard size (several shards feed the workers)")
     parser.add_argument("--output", default=None, help="export folder (default: a temporary one)")
+    parser.add_argument("--batch-size", type=int, default=8, help="training batch of the consumption measurements")
+    parser.add_argument("--train-steps", type=int, default=30, help="PELATrainer steps timed (0: skip)")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -143,6 +149,41 @@ def main() -> None:
         print(f"skipped by the validating reader: {skips.as_dict()['skipped'] or 'none'}")
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"peak RSS of the streaming process (getrusage, torch/datasets imports included): {peak:.0f} MiB")
+        consumption(str(folder), args.batch_size, args.train_steps)
+
+
+def consumption(folder: str, batch_size: int, train_steps: int) -> None:
+    """Samples/s of the MCP collator over the whole ``mix`` train split and of ``train_steps`` trainer steps."""
+    import itertools
+
+    from datasets_unihand_mix.streaming import stream_unihand_mix
+    from modeling_pela import MotionTokenizerConfig, MotionTokenizerModel, PELAConfig
+    from pela.pretraining import build_text_tokenizer, crop_row, make_processor, pretrain
+    from trainers.collator import PELADataCollator
+    from trainers.pela_trainer import pela_training_arguments
+
+    tokenizer = MotionTokenizerModel(MotionTokenizerConfig(codebook_size=512)).eval()
+    rows = [crop_row(row, 2) for row in stream_unihand_mix(folder, "mix", "train")]
+    text = build_text_tokenizer([row["instruction"] + " " + row["response"] for row in rows], 250)
+    processor = make_processor(PELAConfig.tiny(codebook_size=512), text)
+    collator = PELADataCollator(processor, tokenizer, seed=0)
+    start = time.perf_counter()
+    for batch in itertools.batched(rows, batch_size):
+        collator(list(batch))
+    collate_s = len(rows) / (time.perf_counter() - start)
+    print(f"\nwhat training consumes (tiny PELA, 2 chunks, batch {batch_size}, 1 thread)")
+    print(f"MCP collator alone (tokenize MANO, process images, mask): {collate_s:.1f} samples/s")
+    if train_steps:
+        stream = stream_unihand_mix(folder, "mix", "train", shuffle_buffer_size=256).map(lambda r: crop_row(r, 2))
+        with tempfile.TemporaryDirectory() as out:
+            args = pela_training_arguments(
+                out, max_steps=train_steps, per_device_train_batch_size=batch_size, learning_rate=1e-3,
+                save_strategy="no", use_cpu=True, disable_tqdm=True, logging_steps=train_steps,
+            )  # fmt: skip
+            start = time.perf_counter()
+            pretrain("pela", stream, processor, tokenizer, args)
+            train_s = train_steps * batch_size / (time.perf_counter() - start)
+        print(f"PELATrainer steps (stream + collator + forward/backward + EMA): {train_s:.1f} samples/s")
 
 
 if __name__ == "__main__":

@@ -145,11 +145,12 @@ def _pretrain_and_evaluate(config: DemoConfig, out: Path) -> tuple[dict, dict]:
             use_cpu=not torch.cuda.is_available(), disable_tqdm=False, seed=config.seed,
         )  # fmt: skip
         model, histories[name] = pretrain(name, train, processor, tokenizer, args)
+        trained = time.time()
         results[name], pairs = {}, []
         for split, rows in tests.items():
             results[name][split] = evaluate_generation(model, processor, tokenizer, rows, kinematics, keypoints=pairs)
+        timings[name] = {"train": round(trained - started, 1), "generate_and_score": round(time.time() - trained, 1)}
         plot_hand_motion(pairs[:4], out / f"generated_{name}.png", name)
-        timings[name] = round(time.time() - started, 1)
     plot_loss_curves(histories, out / "loss_curves.png")
     info = {
         "kinematics": kinematics.source,

@@ -223,7 +223,8 @@ def evaluate_generation(
     num_ensembles: int = 1,
     keypoints: list[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> dict[str, float]:
-    """Generate ``num_chunks`` chunks per labelled row from its instruction + first frame; metrics in cm.
+    """Generate ``num_chunks`` chunks per labelled row from its instruction + first frame; metrics in cm, plus
+    ``distinct_fraction``: the share of distinct generated hand motions (near 0: the model ignores its inputs).
 
     ``keypoints``, if given, receives ``(generated, true)`` (T, 21, 3) keypoint arrays of every scored hand."""
     predictions, references = [], []
@@ -247,7 +248,8 @@ def evaluate_generation(
     if keypoints is not None:
         keypoints.extend(zip(predictions, references, strict=True))
     metrics = compute_hand_motion_metrics(predictions=predictions, references=references)
-    return {**metrics, "num_hand_chunks": len(predictions) * num_chunks}
+    distinct = len({np.round(p, 4).tobytes() for p in predictions}) / len(predictions)
+    return {**metrics, "num_hand_chunks": len(predictions) * num_chunks, "distinct_fraction": distinct}
 
 
 def evaluate_mean_motion(

@@ -17,6 +17,7 @@ from pela.pretraining import (
     build_model,
     build_text_tokenizer,
     evaluate_generation,
+    evaluate_mean_motion,
     load_pretraining_checkpoint,
     make_processor,
     pretrain,
@@ -62,6 +63,18 @@ def test_pretrain_then_generate_and_score(data_dir, tmp_path):
     metrics = evaluate_generation(model, processor, tokenizer_model, test, BuiltinHandKinematics())
     assert set(metrics) >= {"mpjpe", "pa_mpjpe", "mwte", "mde"} and metrics["num_hand_chunks"] == len(test[0]["hands"])
     assert all(math.isfinite(metrics[k]) and metrics[k] > 0 for k in ("mpjpe", "mwte"))
+    assert metrics["distinct_fraction"] == 1.0  # one generated hand chunk is one distinct motion
+
+
+def test_mean_motion_reference_and_distinct_generations(data_dir):
+    kinematics = BuiltinHandKinematics()
+    train = rows_of(stream_unihand_mix(data_dir, "lab", "train"))
+    test = [r for r in rows_of(stream_unihand_mix(data_dir, "lab", "test")) if r["has_motion_labels"]]
+    reference = evaluate_mean_motion(train, test, kinematics)
+    assert reference["num_hand_chunks"] == sum(len(r["hands"]) for r in test) and reference["mpjpe"] > 0
+    # predicting a test clip's own motion from "training" on it alone scores zero
+    exact = evaluate_mean_motion(test[:1], test[:1], kinematics)
+    assert exact["mpjpe"] == pytest.approx(0.0, abs=1e-6) and exact["mwte"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_unknown_variant_is_rejected(tmp_path):
