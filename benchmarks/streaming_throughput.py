@@ -156,13 +156,15 @@ def consumption(folder: str, batch_size: int, train_steps: int) -> None:
     """Samples/s of the MCP collator over the whole ``mix`` train split and of ``train_steps`` trainer steps."""
     import itertools
 
+    from datasets_unihand_mix import generate_clips
     from datasets_unihand_mix.streaming import stream_unihand_mix
     from modeling_pela import MotionTokenizerConfig, MotionTokenizerModel, PELAConfig
     from pela.pretraining import build_text_tokenizer, crop_row, make_processor, pretrain
     from trainers.collator import PELADataCollator
     from trainers.pela_trainer import pela_training_arguments
 
-    tokenizer = MotionTokenizerModel(MotionTokenizerConfig(codebook_size=512)).eval()
+    tokenizer = MotionTokenizerModel(MotionTokenizerConfig(codebook_size=512)).eval()  # untrained: same cost
+    tokenizer.fit_normalization([motion for clip in generate_clips(8) for motion in clip.hands.values()])
     rows = [crop_row(row, 2) for row in stream_unihand_mix(folder, "mix", "train")]
     text = build_text_tokenizer([row["instruction"] + " " + row["response"] for row in rows], 250)
     processor = make_processor(PELAConfig.tiny(codebook_size=512), text)

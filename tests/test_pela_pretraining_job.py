@@ -22,6 +22,7 @@ from pela.pretraining import (
     make_processor,
     pretrain,
     rows_of,
+    wild_fraction_filter,
 )
 from trainers.pela_trainer import pela_training_arguments
 
@@ -80,3 +81,19 @@ def test_mean_motion_reference_and_distinct_generations(data_dir):
 def test_unknown_variant_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="unknown variant"):
         build_model("bert")
+
+
+def test_wild_fraction_filter_keeps_lab_and_a_stable_share_of_wild():
+    rows = [{"subset": "lab", "id": f"lab-{i}"} for i in range(50)] + [
+        {"subset": "wild", "id": f"wild-{i}"} for i in range(400)
+    ]
+    for fraction in (0.0, 0.25, 0.5, 1.0):
+        kept = [row for row in rows if wild_fraction_filter(fraction)(row)]
+        wild = [row["id"] for row in kept if row["subset"] == "wild"]
+        assert sum(row["subset"] == "lab" for row in kept) == 50
+        assert abs(len(wild) - fraction * 400) <= 40
+    quarter = {r["id"] for r in rows if r["subset"] == "wild" and wild_fraction_filter(0.25)(r)}
+    half = {r["id"] for r in rows if r["subset"] == "wild" and wild_fraction_filter(0.5)(r)}
+    assert quarter <= half  # nested subsets, as in the paper's 0 / 25 / 50 / 100% sweep
+    with pytest.raises(ValueError, match="wild_fraction"):
+        wild_fraction_filter(1.5)
