@@ -164,7 +164,9 @@ def consumption(folder: str, batch_size: int, train_steps: int) -> None:
     from trainers.pela_trainer import pela_training_arguments
 
     tokenizer = MotionTokenizerModel(MotionTokenizerConfig(codebook_size=512)).eval()  # untrained: same cost
-    tokenizer.fit_normalization([motion for clip in generate_clips(8) for motion in clip.hands.values()])
+    motions = [motion for clip in generate_clips(8) for motion in clip.hands.values()]
+    tokenizer.fit_normalization(motions)
+    tokenizer.init_codebooks(motions)
     rows = [crop_row(row, 2) for row in stream_unihand_mix(folder, "mix", "train")]
     text = build_text_tokenizer([row["instruction"] + " " + row["response"] for row in rows], 250)
     processor = make_processor(PELAConfig.tiny(codebook_size=512), text)

@@ -127,6 +127,11 @@ class MotionPartVQVAE(nn.Module):
         quantized, indices, _ = self.quantizer(latent)
         return latent, quantized, indices
 
+    @property
+    def codebooks_initialized(self) -> bool:
+        """False until k-means has initialised every codebook (the first training batch, or ``init_codebooks``)."""
+        return all(bool(buffer) for name, buffer in self.quantizer.named_buffers() if name.endswith("initted"))
+
     def decode_latent(self, quantized: torch.Tensor) -> torch.Tensor:
         """(B, n, D) -> (B, T_pad, F) normalised features."""
         return self.decoder(quantized.transpose(1, 2)).transpose(1, 2)
@@ -361,6 +366,37 @@ class MotionTokenizerModel(PreTrainedModel):
 
     # -- normalisation -------------------------------------------------------------------------------------------
 
+    @property
+    def codebooks_initialized(self) -> bool:
+        """Whether every codebook is initialised (a trained or loaded tokenizer; see :meth:`init_codebooks`)."""
+        return all(getattr(self, part).codebooks_initialized for part in PARTS)
+
+    def _require_codebooks(self) -> None:
+        if not self.codebooks_initialized:
+            raise ValueError(
+                "this MotionTokenizerModel's codebooks are not initialised (an untrained tokenizer): load a trained "
+                "one (MotionTokenizerModel.from_pretrained, `pela tokenizer train`) or call "
+                "model.init_codebooks(motions) once, in a single process"
+            )
+
+    @torch.no_grad()
+    def init_codebooks(self, motions: Iterable[HandMotion]) -> None:
+        """k-means-initialise the codebooks from every full chunk of ``motions`` (what the first training batch does;
+        needs :meth:`fit_normalization` first). For tests and for starting training from chosen data."""
+        chunks = [chunk for motion in motions for chunk in motion.chunks(self.config.chunk_length)]
+        if not chunks:
+            raise ValueError(f"init_codebooks needs at least one motion of {self.config.chunk_length} frames")
+        hand_pose, global_orient, transl = self._check_motion(
+            torch.stack([c.hand_pose for c in chunks]),
+            torch.stack([c.global_orient for c in chunks]),
+            torch.stack([c.transl for c in chunks]),
+        )
+        is_left = self._is_left([c.side for c in chunks], len(chunks))
+        features = self._normalized_features(hand_pose, global_orient, transl, is_left)
+        with _eval_mode(self):
+            for part in PARTS:
+                getattr(self, part).quantize(self._pad(features[part]))
+
     @torch.no_grad()
     def fit_normalization(self, motions: Iterable[HandMotion]) -> None:
         """Set the per-feature z-score statistics from every frame of ``motions`` (chunks or whole clips, any
@@ -442,10 +478,12 @@ class MotionTokenizerModel(PreTrainedModel):
         is_left: torch.Tensor | Sequence[str] | str,
     ) -> torch.Tensor:
         """B chunks (shapes in the class docstring) -> (B, 128) int64 token ids. Runs in eval mode (no codebook
-        updates); an un-initialised k-means codebook is initialised from this batch, as the VQ library does."""
+        updates). Raises ``ValueError`` for an untrained tokenizer whose codebooks were never initialised (encoding
+        would silently initialise them from this batch, differently on every data-loading process or rank)."""
         hand_pose, global_orient, transl = self._check_motion(hand_pose, global_orient, transl)
         is_left = self._is_left(is_left, hand_pose.shape[0])
         features = self._normalized_features(hand_pose, global_orient, transl, is_left)
+        self._require_codebooks()
         ids = []
         with _eval_mode(self):
             for offset, part in enumerate(PARTS):
@@ -457,6 +495,7 @@ class MotionTokenizerModel(PreTrainedModel):
     def decode(self, token_ids: torch.Tensor, is_left: torch.Tensor | Sequence[str] | str) -> dict[str, torch.Tensor]:
         """(B, 128) token ids -> dict of MANO parameters ``hand_pose`` (B, T, 15, 3), ``global_orient`` (B, T, 3),
         ``transl`` (B, T, 3) in each chunk's side convention. Raises ``ValueError`` for ids outside their part's range."""
+        self._require_codebooks()
         token_ids = self._check_token_ids(token_ids)
         is_left = self._is_left(is_left, token_ids.shape[0])
         per_part = self.config.tokens_per_part

@@ -93,13 +93,12 @@ def _pretrain_and_evaluate(config: DemoConfig, out: Path) -> tuple[dict, dict]:
     from datasets_unihand_mix.export import export_hub_folder
     from datasets_unihand_mix.streaming import stream_unihand_mix
     from modeling_pela import MotionTokenizerModel, PELAConfig, load_hand_kinematics
+    from trainers.generation_eval import evaluate_generation, evaluate_mean_motion
     from trainers.pela_trainer import pela_training_arguments
 
     from .pretraining import (
         build_text_tokenizer,
         crop_row,
-        evaluate_generation,
-        evaluate_mean_motion,
         make_processor,
         plot_hand_motion,
         plot_loss_curves,

@@ -18,8 +18,9 @@ from PIL import Image
 
 from datasets_unihand_mix.streaming import stream_unihand_mix
 from modeling_pela.mano import KEYPOINT_PARENTS, HandKinematics, load_hand_kinematics
+from trainers.generation_eval import GENERATION_INPUTS, evaluate_generation
 
-from .pretraining import GENERATION_INPUTS, crop_row, evaluate_generation, load_pretraining_checkpoint
+from .pretraining import crop_row, load_pretraining_checkpoint
 
 HAND_COLOURS = {"left": (40, 120, 255), "right": (255, 60, 40)}
 DEFAULT_FOCAL_FACTOR = 0.9  # datasets_unihand_mix.procedural.FOCAL_FACTOR

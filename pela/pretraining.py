@@ -1,11 +1,11 @@
-"""Pretraining and evaluation of tiny PELA models on an exported UniHand-Mix folder (the demo's model stage).
+"""Pretraining of PELA models on an exported UniHand-Mix folder (the demo's model stage).
 
 * :func:`build_text_tokenizer`: a word-level tokenizer over the dataset's instructions (the tiny backbone has no
   pretrained text vocabulary; real runs use the VLM's own tokenizer).
 * :func:`pretrain` trains one model variant (``pela``: MCP + Align; ``pela_wo_align``; ``next_token``: causal
   Being-H0-style decoding) with :class:`~trainers.pela_trainer.PELATrainer` on the streamed ``mix`` train split.
-* :func:`evaluate_generation` generates the first chunks of every labelled test sample from its instruction and first
-  frame, decodes them through the motion tokenizer and reports MPJPE / PA-MPJPE / MWTE / MDE in cm.
+* :func:`save_pretraining_checkpoint` / :func:`load_pretraining_checkpoint`: model, processor and motion tokenizer in
+  one folder. Scoring generated motion lives in :mod:`trainers.generation_eval`.
 """
 
 from __future__ import annotations
@@ -27,10 +27,8 @@ from transformers.models.got_ocr2.image_processing_got_ocr2 import GotOcr2ImageP
 from datasets_unihand_mix.streaming import stream_unihand_mix
 from datasets_unihand_mix.tasks import stable_uniform
 from modeling_pela import MotionTokenizerModel, PELAConfig, PELAForPretraining, PELAProcessor
-from modeling_pela.mano import HandKinematics
 from trainers.checkpointing import last_complete_checkpoint
 from trainers.collator import PELADataCollator
-from trainers.metrics.hand_motion import compute_hand_motion_metrics
 from trainers.pela_trainer import PELATrainer
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -39,7 +37,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "next_token": {"objective": "next_token", "align": False},
 }
 SPECIALS = ("[PAD]", "[UNK]", "</s>")
-GENERATION_INPUTS = ("input_ids", "attention_mask", "pixel_values", "frame_pixel_values", "frame_features")
 _WORD = re.compile(r"\w+|[^\w\s]")
 
 
@@ -201,89 +198,6 @@ def load_pretraining_checkpoint(
     model = PELAForPretraining.from_pretrained(str(path)).eval()
     processor = PELAProcessor.from_pretrained(str(path))
     return model, processor, MotionTokenizerModel.from_pretrained(str(tokenizer_path)).eval()
-
-
-def _joints(mano: Mapping[str, Any], side: str, frames: int, kinematics: HandKinematics) -> torch.Tensor:
-    def field(name: str, width: int) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(mano[name], dtype=np.float32)[:frames]).reshape(frames, -1, width)
-
-    pose, orient, transl = field("hand_pose", 3), field("global_orient", 3)[:, 0], field("transl", 3)[:, 0]
-    return kinematics.joints(pose, orient, transl, side)
-
-
-@torch.no_grad()
-def evaluate_generation(
-    model: PELAForPretraining,
-    processor: PELAProcessor,
-    motion_tokenizer: Any,
-    rows: Sequence[Mapping[str, Any]],
-    kinematics: HandKinematics,
-    *,
-    num_chunks: int = 1,
-    num_ensembles: int = 1,
-    keypoints: list[tuple[np.ndarray, np.ndarray]] | None = None,
-) -> dict[str, float]:
-    """Generate ``num_chunks`` chunks per labelled row from its instruction + first frame; metrics in cm, plus
-    ``distinct_fraction``: the share of distinct generated hand motions (near 0: the model ignores its inputs).
-
-    ``keypoints``, if given, receives ``(generated, true)`` (T, 21, 3) keypoint arrays of every scored hand."""
-    predictions, references = [], []
-    for row in rows:
-        if not row.get("has_motion_labels") or int(row["num_chunks"]) < num_chunks:
-            continue
-        prompt = {**row, "task_type": "motion_generation", "context_chunks": 0}
-        batch = processor(prompt, generation=True)  # a generation prompt holds no motion chunk
-        inputs = {key: batch[key] for key in GENERATION_INPUTS if key in batch}
-        output = model.generate_motion(
-            **inputs, hands=list(row["hands"]), num_chunks=num_chunks, num_ensembles=num_ensembles,
-            motion_tokenizer=motion_tokenizer,
-        )  # fmt: skip
-        frames = num_chunks * processor.chunk_length
-        for side in row["hands"]:
-            generated = {k: v[0].cpu().numpy() for k, v in output.mano[side].items()}
-            predictions.append(_joints(generated, side, frames, kinematics).numpy())
-            references.append(_joints(row[f"mano_{side}"], side, frames, kinematics).numpy())
-    if not predictions:
-        raise ValueError("no labelled test sample to evaluate")
-    if keypoints is not None:
-        keypoints.extend(zip(predictions, references, strict=True))
-    metrics = compute_hand_motion_metrics(predictions=predictions, references=references)
-    distinct = len({np.round(p, 4).tobytes() for p in predictions}) / len(predictions)
-    return {**metrics, "num_hand_chunks": len(predictions) * num_chunks, "distinct_fraction": distinct}
-
-
-def evaluate_mean_motion(
-    train_rows: Iterable[Mapping[str, Any]],
-    rows: Sequence[Mapping[str, Any]],
-    kinematics: HandKinematics,
-    *,
-    num_chunks: int = 1,
-) -> dict[str, float]:
-    """A reference without a model: predict, for every test hand, the mean keypoint trajectory of that hand over the
-    labelled ``train_rows``' first ``num_chunks`` chunks. Same metrics and rows as :func:`evaluate_generation`; a
-    model that does not beat it has not learned to use the instruction and the image."""
-    frames = num_chunks * int(rows[0]["chunk_length"]) if rows else 0
-    sums: dict[str, np.ndarray] = {}
-    counts: collections.Counter[str] = collections.Counter()
-    for row in train_rows:
-        if row.get("has_motion_labels") and int(row["num_chunks"]) >= num_chunks:
-            for side in row["hands"]:
-                joints = _joints(row[f"mano_{side}"], side, frames, kinematics).numpy()
-                sums[side] = sums.get(side, 0.0) + joints
-                counts[side] += 1
-    predictions, references = [], []
-    for row in rows:
-        if not row.get("has_motion_labels") or int(row["num_chunks"]) < num_chunks:
-            continue
-        for side in row["hands"]:
-            if not counts[side]:
-                raise ValueError(f"no labelled training clip with a {side} hand for the mean-motion reference")
-            predictions.append(sums[side] / counts[side])
-            references.append(_joints(row[f"mano_{side}"], side, frames, kinematics).numpy())
-    if not predictions:
-        raise ValueError("no labelled test sample to evaluate")
-    metrics = compute_hand_motion_metrics(predictions=predictions, references=references)
-    return {**metrics, "num_hand_chunks": len(predictions) * num_chunks}
 
 
 def crop_row(row: Mapping[str, Any], max_chunks: int) -> dict[str, Any]:

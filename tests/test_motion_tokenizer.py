@@ -85,10 +85,11 @@ def eval_motions() -> list[HandMotion]:
 
 @pytest.fixture(scope="module")
 def fitted_model(train_motions) -> MotionTokenizerModel:
-    """Untrained tiny tokenizer with fitted normalisation, in eval mode."""
+    """Untrained tiny tokenizer with fitted normalisation and k-means-initialised codebooks, in eval mode."""
     torch.manual_seed(0)
     model = MotionTokenizerModel(tiny_config())
     model.fit_normalization(train_motions)
+    model.init_codebooks(train_motions)
     return model.eval()
 
 
@@ -226,6 +227,16 @@ def test_helpful_errors(fitted_model, eval_motions):
     batch = batch_of(eval_motions[:2])
     with pytest.raises(ValueError, match="fit_normalization"):
         MotionTokenizerModel(tiny_config()).encode(**batch)
+    untrained = MotionTokenizerModel(tiny_config())
+    untrained.fit_normalization(eval_motions)
+    # encoding must not silently k-means-initialise the codebooks (per data-loading process / rank)
+    for call in (lambda: untrained.encode(**batch), lambda: untrained.decode(fitted_model.encode(**batch), "right")):
+        with pytest.raises(ValueError, match="codebooks are not initialised"):
+            call()
+    untrained.init_codebooks(eval_motions)
+    assert untrained.codebooks_initialized and fitted_model.codebooks_initialized
+    first = untrained.encode(**batch)
+    assert torch.equal(untrained.encode(**batch), first)
     nan_pose = batch["hand_pose"].clone()
     nan_pose[1, 3, 2, 0] = float("nan")
     with pytest.raises(ValueError, match=r"hand_pose contains NaN or inf \(first in chunk 1"):

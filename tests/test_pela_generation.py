@@ -132,9 +132,9 @@ def test_mano_through_the_motion_tokenizer(model, processor):
     torch.manual_seed(0)
     tokenizer_config = MotionTokenizerConfig(codebook_size=CODEBOOK, encoder_width=16, decoder_width=16, latent_dim=16)
     tokenizer = MotionTokenizerModel(tokenizer_config).eval()
-    tokenizer.fit_normalization(
-        [HandMotion("right", torch.randn(30, 45) * 0.2, torch.randn(30, 3), torch.randn(30, 3))]
-    )
+    motions = [HandMotion("right", torch.randn(30, 45) * 0.2, torch.randn(30, 3), torch.randn(30, 3))]
+    tokenizer.fit_normalization(motions)
+    tokenizer.init_codebooks(motions)
     inputs = prompt(processor, make_sample(hands=("left", "right"), seed=7))
     out = model.generate_motion(**inputs, hands="both", num_chunks=2, decode_ratio=0.5, motion_tokenizer=tokenizer)
     assert set(out.mano) == {"left", "right"}

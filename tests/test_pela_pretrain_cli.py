@@ -34,7 +34,9 @@ def workspace(tmp_path_factory):
     export_hub_folder(UniHandMix(config_name="toy", num_clips=24, image_size=48, seed=3), root / "data")
     torch.manual_seed(0)
     tokenizer = MotionTokenizerModel(MotionTokenizerConfig(codebook_size=64)).eval()
-    tokenizer.fit_normalization([m for clip in generate_clips(8) for m in clip.hands.values()])
+    motions = [m for clip in generate_clips(8) for m in clip.hands.values()]
+    tokenizer.fit_normalization(motions)
+    tokenizer.init_codebooks(motions)
     tokenizer.save_pretrained(root / "tokenizer")
     return root
 
@@ -126,7 +128,6 @@ def test_projection_and_rendering_draw_the_hand_where_it_is(tmp_path):
     assert abs(np.median(cols) - 48) < 24 and abs(np.median(rows) - 48) < 24  # ... around the projected hand
 
 
-@pytest.mark.slow
 def test_pretrain_under_accelerate_launch_with_two_processes(workspace, tmp_path):
     config = _config(workspace, tmp_path / "ddp", per_device_train_batch_size=1)
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",

@@ -16,15 +16,16 @@ from modeling_pela import BuiltinHandKinematics, MotionTokenizerConfig, MotionTo
 from pela.pretraining import (
     build_model,
     build_text_tokenizer,
-    evaluate_generation,
-    evaluate_mean_motion,
+    crop_row,
     load_pretraining_checkpoint,
     make_processor,
     pretrain,
     rows_of,
     wild_fraction_filter,
 )
-from trainers.pela_trainer import pela_training_arguments
+from trainers.collator import PELADataCollator
+from trainers.generation_eval import evaluate_generation, evaluate_mean_motion
+from trainers.pela_trainer import PELATrainer, pela_training_arguments
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,9 @@ def test_text_tokenizer_keeps_frequent_words_below_the_limit():
 def test_pretrain_then_generate_and_score(data_dir, tmp_path):
     torch.manual_seed(0)
     tokenizer_model = MotionTokenizerModel(MotionTokenizerConfig(codebook_size=128)).eval()
-    tokenizer_model.fit_normalization([m for clip in generate_clips(8) for m in clip.hands.values()])
+    motions = [m for clip in generate_clips(8) for m in clip.hands.values()]
+    tokenizer_model.fit_normalization(motions)
+    tokenizer_model.init_codebooks(motions)
     train = stream_unihand_mix(data_dir, "mix", "train")
     rows = rows_of(train)
     text = build_text_tokenizer([r["instruction"] + " " + r["response"] for r in rows], 250)
@@ -97,3 +100,40 @@ def test_wild_fraction_filter_keeps_lab_and_a_stable_share_of_wild():
     assert quarter <= half  # nested subsets, as in the paper's 0 / 25 / 50 / 100% sweep
     with pytest.raises(ValueError, match="wild_fraction"):
         wild_fraction_filter(1.5)
+
+
+def test_trainer_evaluation_decodes_chunks_per_split(data_dir, tmp_path):
+    torch.manual_seed(0)
+    tokenizer_model = MotionTokenizerModel(MotionTokenizerConfig(codebook_size=128)).eval()
+    motions = [m for clip in generate_clips(8) for m in clip.hands.values()]
+    tokenizer_model.fit_normalization(motions)
+    tokenizer_model.init_codebooks(motions)
+    rows = rows_of(stream_unihand_mix(data_dir, "mix", "train"))
+    text = build_text_tokenizer([r["instruction"] + " " + r["response"] for r in rows], 250)
+    processor = make_processor(PELAConfig.tiny(codebook_size=128), text, image_size=56)
+    splits = {
+        split: [crop_row(r, 1) for r in rows_of(stream_unihand_mix(data_dir, split, "test")) if r["has_motion_labels"]][
+            :2
+        ]
+        for split in ("lab", "wild")
+    }
+    model = build_model("pela", codebook_size=128).train()
+    args = pela_training_arguments(
+        str(tmp_path), max_steps=2, per_device_train_batch_size=2, logging_steps=1, eval_strategy="steps",
+        eval_steps=2, per_device_eval_batch_size=2, save_strategy="no", use_cpu=True, disable_tqdm=True,
+    )  # fmt: skip
+    trainer = PELATrainer(
+        model=model, args=args, train_dataset=[crop_row(r, 2) for r in rows[:4]], eval_dataset=splits,
+        data_collator=PELADataCollator(processor, tokenizer_model), processing_class=processor,
+        motion_tokenizer=tokenizer_model,
+    )  # fmt: skip
+    trainer.train()
+    logged = {k: v for h in trainer.state.log_history for k, v in h.items() if k.startswith("eval_")}
+    for split in ("lab", "wild"):
+        for key in ("mpjpe", "pa_mpjpe", "mwte", "mde"):
+            assert math.isfinite(logged[f"eval_{split}_{key}"]) and logged[f"eval_{split}_{key}"] > 0
+        assert math.isfinite(logged[f"eval_{split}_loss"])  # the loss-based evaluation still runs
+        hands = sum(len(r["hands"]) for r in splits[split])
+        assert logged[f"eval_{split}_num_hand_chunks"] == hands
+    metrics = trainer.evaluate(splits["lab"], metric_key_prefix="test")
+    assert metrics["test_mwte"] == pytest.approx(logged["eval_lab_mwte"])  # deterministic decoding

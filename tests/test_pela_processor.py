@@ -124,6 +124,7 @@ def test_mano_is_tokenized_with_the_motion_tokenizer(config, processor):
     motion = HandMotion("right", torch.tensor(mano["hand_pose"]), torch.tensor(mano["global_orient"]),
                         torch.tensor(mano["transl"]))  # fmt: skip
     tokenizer.fit_normalization([motion])
+    tokenizer.init_codebooks([motion])
     sample = dict(make_sample(seed=7), motion_tokens_right=None, mano_right=mano)
     with pytest.raises(ValueError, match="pass motion_tokenizer="):
         processor(sample)

@@ -24,6 +24,8 @@ from torch.utils.data import DataLoader
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import SchedulerType
 
+from modeling_pela.mano import HandKinematics
+
 from .callbacks import PerceiverEMACallback
 from .checkpointing import AtomicCheckpointMixin
 
@@ -94,12 +96,70 @@ class _Window:
 class PELATrainer(AtomicCheckpointMixin, Trainer):
     """``transformers.Trainer`` for ``PELAForPretraining`` (see the module docstring)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        motion_tokenizer: torch.nn.Module | None = None,
+        kinematics: HandKinematics | None = None,
+        eval_num_chunks: int = 1,
+        **kwargs: Any,
+    ) -> None:
+        """``Trainer`` arguments, plus, for generation-based evaluation: ``motion_tokenizer`` (a
+        ``MotionTokenizerModel``; with it and a ``PELAProcessor`` as ``processing_class``, :meth:`evaluate` also decodes
+        ``eval_num_chunks`` chunks per labelled row and reports the hand-motion metrics) and ``kinematics``
+        (default: the built-in skeleton)."""
         callbacks = list(kwargs.pop("callbacks", None) or [])
         if not any(isinstance(c, PerceiverEMACallback) for c in callbacks):
             callbacks.append(PerceiverEMACallback())
         super().__init__(*args, callbacks=callbacks, **kwargs)
         self._windows = {"train": _Window(), "eval": _Window()}
+        self.motion_tokenizer = motion_tokenizer
+        self.kinematics = kinematics
+        self.eval_num_chunks = eval_num_chunks
+        self._pending_eval: dict[str, float] = {}
+        self._eval_prefix = "eval"
+
+    def evaluate(
+        self,
+        eval_dataset: Any = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+    ) -> dict[str, float]:
+        """Loss-based evaluation (``eval_loss``, ``eval_mcp_loss``, ...) and, with a motion tokenizer, generation-based
+        ``{prefix}_{mpjpe|pa_mpjpe|mwte|mde|distinct_fraction}`` (cm). A dict of datasets (e.g. ``{"lab": ...,
+        "wild": ...}``) is evaluated per split with prefix ``eval_<split>``. Every rank scores all rows."""
+        dataset = self.eval_dataset if eval_dataset is None else eval_dataset
+        if isinstance(dataset, str):  # Trainer passes the key of a dict of eval datasets
+            dataset = self.eval_dataset[dataset]
+        if isinstance(dataset, dict):
+            metrics: dict[str, float] = {}
+            for name, split in dataset.items():
+                metrics.update(self.evaluate(split, ignore_keys, f"{metric_key_prefix}_{name}"))
+            return metrics
+        self._eval_prefix = metric_key_prefix
+        if self.motion_tokenizer is not None:
+            self._pending_eval = self._generation_metrics(dataset, metric_key_prefix)
+        return super().evaluate(dataset, ignore_keys, metric_key_prefix)
+
+    def _generation_metrics(self, rows: Any, prefix: str) -> dict[str, float]:
+        from modeling_pela.mano import BuiltinHandKinematics
+
+        from .generation_eval import evaluate_generation
+
+        processor = self.processing_class
+        if processor is None or not hasattr(processor, "encode_sample"):
+            raise ValueError("generation-based evaluation needs the PELAProcessor as processing_class=")
+        model = self.accelerator.unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        try:
+            scores = evaluate_generation(
+                model, processor, self.motion_tokenizer, list(rows), self.kinematics or BuiltinHandKinematics(),
+                num_chunks=self.eval_num_chunks,
+            )  # fmt: skip
+        finally:
+            model.train(was_training)
+        return {f"{prefix}_{key}": float(value) for key, value in scores.items()}
 
     def get_train_dataloader(self) -> DataLoader:
         dataset = self.train_dataset
@@ -133,6 +193,8 @@ class PELATrainer(AtomicCheckpointMixin, Trainer):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:
             logs.update(self._windows["train"].summary())
-        elif any(key.startswith("eval_") for key in logs):
-            logs.update({f"eval_{key}": value for key, value in self._windows["eval"].summary().items()})
+        elif any(key.startswith(f"{self._eval_prefix}_") for key in logs):
+            logs.update({f"{self._eval_prefix}_{k}": v for k, v in self._windows["eval"].summary().items()})
+            logs.update(self._pending_eval)
+            self._pending_eval = {}
         super().log(logs, start_time)
