@@ -126,6 +126,19 @@ def test_libero_is_reachable_by_configuration():
     assert list(config.image_features) == cameras
 
 
+def test_robocasa_is_reachable_by_configuration():
+    """``--env.type=robocasa`` resolves and its features build a PELA policy config (three cameras)."""
+    from lerobot.envs import env_to_policy_features
+    from lerobot.envs.configs import EnvConfig
+
+    features = env_to_policy_features(EnvConfig.get_choice_class("robocasa")(task="CloseFridge"))
+    cameras = [key for key, feature in features.items() if feature.type.name == "VISUAL"]
+    assert len(cameras) == 3
+    config = PelaConfig(device="cpu")
+    config.input_features = {key: features[key] for key in cameras}
+    assert list(config.image_features) == cameras
+
+
 def test_libero_env_creation():
     pytest.importorskip(
         "libero",
