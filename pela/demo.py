@@ -143,7 +143,7 @@ def _pretrain_and_evaluate(config: DemoConfig, out: Path) -> tuple[dict, dict]:
             learning_rate=1e-3, logging_steps=max(1, config.pretrain_steps // 20), save_strategy="no",
             use_cpu=not torch.cuda.is_available(), disable_tqdm=False, seed=config.seed,
         )  # fmt: skip
-        model, histories[name] = pretrain(name, train, processor, tokenizer, args)
+        model, histories[name] = pretrain(name, train, processor, tokenizer, args, dataset=str(data_dir))
         trained = time.time()
         results[name], pairs = {}, []
         for split, rows in tests.items():

@@ -14,11 +14,13 @@ import collections
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from huggingface_hub import ModelCard, ModelCardData
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, TrainingArguments
 from transformers.models.dinov3_vit.image_processing_dinov3_vit import DINOv3ViTImageProcessor
@@ -128,6 +130,7 @@ def pretrain(
     *,
     preset: str = "tiny",
     init_from: str | None = None,
+    dataset: str | None = None,
 ) -> tuple[PELAForPretraining, list[dict[str, float]]]:
     """Train one variant on ``train_rows`` (a ``datasets.IterableDataset`` of UniHand-Mix rows); the result is saved
     to ``args.output_dir`` as a self-contained checkpoint (:func:`save_pretraining_checkpoint`). Resumes from the last
@@ -141,7 +144,13 @@ def pretrain(
         resume = last_complete_checkpoint(args.output_dir)
     trainer.train(resume_from_checkpoint=resume)
     if trainer.is_world_process_zero():
-        save_pretraining_checkpoint(args.output_dir, model, processor, motion_tokenizer)
+        training = (
+            f"{trainer.state.global_step} steps x {args.per_device_train_batch_size * args.world_size} sequences "
+            f"(x {args.gradient_accumulation_steps} accumulation), lr {args.learning_rate}, seed {args.seed}"
+        )
+        save_pretraining_checkpoint(
+            args.output_dir, model, processor, motion_tokenizer, dataset=dataset, training=training
+        )
     return model.eval(), [h for h in trainer.state.log_history if "loss" in h]
 
 
@@ -167,22 +176,74 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments) -
         )
     model, _ = pretrain(
         args.variant, pretraining_stream(args, training_args.seed), processor, motion_tokenizer, training_args,
-        preset=args.model_preset, init_from=args.init_from,
+        preset=args.model_preset, init_from=args.init_from, dataset=args.data,
     )  # fmt: skip
     return model
 
 
 def save_pretraining_checkpoint(
-    output_dir: str | Path, model: PELAForPretraining, processor: PELAProcessor, motion_tokenizer: MotionTokenizerModel
+    output_dir: str | Path,
+    model: PELAForPretraining,
+    processor: PELAProcessor,
+    motion_tokenizer: MotionTokenizerModel,
+    **card_kwargs: Any,
 ) -> Path:
-    """Model weights + config, processor (tokenizer, image processors) and the motion tokenizer (in
-    ``motion_tokenizer/``): everything :func:`load_pretraining_checkpoint`, ``pela eval`` / ``generate`` and the
-    LeRobot policy's backbone loader need."""
+    """Model weights + config, processor (tokenizer, image processors), the motion tokenizer (in
+    ``motion_tokenizer/``) and a model card (``README.md``, :func:`pretraining_model_card` with ``card_kwargs``):
+    everything :func:`load_pretraining_checkpoint`, ``pela eval`` / ``generate``, the LeRobot policy's backbone
+    loader and ``push_to_hub`` need."""
     output_dir = Path(output_dir)
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
     motion_tokenizer.save_pretrained(output_dir / MOTION_TOKENIZER_SUBFOLDER)
+    pretraining_model_card(model, **card_kwargs).save(str(output_dir / "README.md"))
     return output_dir
+
+
+def pretraining_model_card(
+    model: PELAForPretraining,
+    repo_id: str = "<org>/<pela-model>",
+    dataset: str | None = None,
+    training: str | None = None,
+    metrics: Mapping[str, Mapping[str, float]] | None = None,
+    kinematics: str = "builtin",
+    license: str = "apache-2.0",
+) -> ModelCard:
+    """Render ``hub_cards/pela_model_card.md`` for a pretrained PELA model (``metrics``: ``{split: {"mpjpe", ...}}``
+    as ``pela eval`` writes them)."""
+    config = model.config
+    variant = next(
+        (name for name, v in VARIANTS.items() if (v["objective"], v["align"]) == (config.objective, config.align)),
+        "custom",
+    )
+    hub_dataset = dataset if dataset and not Path(dataset).exists() else None
+    card_data = ModelCardData(
+        license=license, library_name="transformers", pipeline_tag="robotics", datasets=[hub_dataset] if hub_dataset
+        else None, tags=["pela", "vla", "hand-motion", "robotics", "custom_code"], model_name=repo_id,
+    )  # fmt: skip
+    text = config.vlm_config.text_config
+    frame = config.frame_encoder_config
+    template = files("hub_cards").joinpath("pela_model_card.md").read_text(encoding="utf-8")
+    return ModelCard.from_template(
+        card_data,
+        template_str=template,
+        model_name=repo_id,
+        repo_id=repo_id,
+        variant=variant,
+        objective=config.objective,
+        align=config.align,
+        align_layer=config.align_layer,
+        backbone=f"`{config.vlm_config.model_type}`, language model {text.num_hidden_layers} layers x {text.hidden_size}",
+        frame_encoder=f"`{frame.model_type}` (frozen)" if frame is not None else "precomputed frame features",
+        codebook_size=config.codebook_size,
+        tokens_per_chunk=config.tokens_per_chunk,
+        chunk_length=config.chunk_length,
+        dataset_text=f"`{dataset}`" if dataset else "not recorded",
+        training=training,
+        metrics=dict(metrics or {}),
+        kinematics=kinematics,
+        license=license,
+    )
 
 
 def load_pretraining_checkpoint(

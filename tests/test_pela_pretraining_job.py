@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from huggingface_hub import ModelCard
 from pela_testing import single_thread  # noqa: F401  (module fixture: one intra-op thread)
 
 from datasets_unihand_mix import generate_clips
@@ -20,6 +21,7 @@ from pela.pretraining import (
     load_pretraining_checkpoint,
     make_processor,
     pretrain,
+    pretraining_model_card,
     rows_of,
     wild_fraction_filter,
 )
@@ -63,6 +65,12 @@ def test_pretrain_then_generate_and_score(data_dir, tmp_path):
     assert reloaded_processor.tokenizer("pick up")["input_ids"] == processor.tokenizer("pick up")["input_ids"]
     for key, value in tokenizer_model.state_dict().items():
         assert torch.equal(reloaded_tokenizer.state_dict()[key], value), key
+    card = ModelCard.load(tmp_path / "pela" / "README.md")
+    assert card.data.library_name == "transformers" and "vla" in card.data.tags
+    assert "`pela` (objective `masked_chunk`, alignment on)" in card.text and "2 steps x 2 sequences" in card.text
+    scored = pretraining_model_card(model, "me/pela-tiny", metrics={"lab": {"mpjpe": 1.234, "pa_mpjpe": 0.5,
+                                                                           "mwte": 2.0, "mde": 3.0}})  # fmt: skip
+    assert "| lab | 1.23 | 0.50 | 2.00 | 3.00 |" in scored.text and 'from_pretrained("me/pela-tiny"' in scored.text
     test = [r for r in rows_of(stream_unihand_mix(data_dir, "lab", "test")) if r["has_motion_labels"]][:1]
     metrics = evaluate_generation(model, processor, tokenizer_model, test, BuiltinHandKinematics())
     assert set(metrics) >= {"mpjpe", "pa_mpjpe", "mwte", "mde"} and metrics["num_hand_chunks"] == len(test[0]["hands"])
