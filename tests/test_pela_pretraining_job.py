@@ -37,6 +37,19 @@ def data_dir(tmp_path_factory):
     return str(out)
 
 
+@pytest.fixture(scope="module")
+def parts(data_dir):
+    """(k-means-initialised tiny motion tokenizer, mix/train rows, tiny processor with a word-level tokenizer)."""
+    torch.manual_seed(0)
+    tokenizer_model = MotionTokenizerModel(MotionTokenizerConfig(codebook_size=128)).eval()
+    motions = [m for clip in generate_clips(8) for m in clip.hands.values()]
+    tokenizer_model.fit_normalization(motions)
+    tokenizer_model.init_codebooks(motions)
+    rows = rows_of(stream_unihand_mix(data_dir, "mix", "train"))
+    text = build_text_tokenizer([r["instruction"] + " " + r["response"] for r in rows], 250)
+    return tokenizer_model, rows, make_processor(PELAConfig.tiny(codebook_size=128), text, image_size=56)
+
+
 def test_text_tokenizer_keeps_frequent_words_below_the_limit():
     tokenizer = build_text_tokenizer(["Pick up the red cube.", "pick up the blue ball", "wave"], max_words=8)
     ids = tokenizer("Pick up the RED cube .")["input_ids"]
@@ -44,16 +57,9 @@ def test_text_tokenizer_keeps_frequent_words_below_the_limit():
     assert tokenizer.convert_ids_to_tokens(ids[:2]) == ["pick", "up"]
 
 
-def test_pretrain_then_generate_and_score(data_dir, tmp_path):
-    torch.manual_seed(0)
-    tokenizer_model = MotionTokenizerModel(MotionTokenizerConfig(codebook_size=128)).eval()
-    motions = [m for clip in generate_clips(8) for m in clip.hands.values()]
-    tokenizer_model.fit_normalization(motions)
-    tokenizer_model.init_codebooks(motions)
+def test_pretrain_then_generate_and_score(data_dir, parts, tmp_path):
+    tokenizer_model, rows, processor = parts
     train = stream_unihand_mix(data_dir, "mix", "train")
-    rows = rows_of(train)
-    text = build_text_tokenizer([r["instruction"] + " " + r["response"] for r in rows], 250)
-    processor = make_processor(PELAConfig.tiny(codebook_size=128), text, image_size=56)
     args = pela_training_arguments(
         str(tmp_path / "pela"), max_steps=2, per_device_train_batch_size=2, logging_steps=1, use_cpu=True
     )
@@ -110,15 +116,8 @@ def test_wild_fraction_filter_keeps_lab_and_a_stable_share_of_wild():
         wild_fraction_filter(1.5)
 
 
-def test_trainer_evaluation_decodes_chunks_per_split(data_dir, tmp_path):
-    torch.manual_seed(0)
-    tokenizer_model = MotionTokenizerModel(MotionTokenizerConfig(codebook_size=128)).eval()
-    motions = [m for clip in generate_clips(8) for m in clip.hands.values()]
-    tokenizer_model.fit_normalization(motions)
-    tokenizer_model.init_codebooks(motions)
-    rows = rows_of(stream_unihand_mix(data_dir, "mix", "train"))
-    text = build_text_tokenizer([r["instruction"] + " " + r["response"] for r in rows], 250)
-    processor = make_processor(PELAConfig.tiny(codebook_size=128), text, image_size=56)
+def test_trainer_evaluation_decodes_chunks_per_split(data_dir, parts, tmp_path):
+    tokenizer_model, rows, processor = parts
     splits = {
         split: [crop_row(r, 1) for r in rows_of(stream_unihand_mix(data_dir, split, "test")) if r["has_motion_labels"]][
             :2
