@@ -140,10 +140,10 @@ def parse_pretrain_args(argv: Sequence[str]) -> tuple[Any, Any]:
     return pretrain_args, training_args
 
 
-def _cmd_pretrain(args: argparse.Namespace) -> int:
+def _cmd_pretrain(argv: Sequence[str]) -> int:
     from .pretraining import run_pretraining
 
-    pretrain_args, training_args = parse_pretrain_args(args.args)
+    pretrain_args, training_args = parse_pretrain_args(argv)
     run_pretraining(pretrain_args, training_args)
     print(f"wrote {training_args.output_dir}")
     return 0
@@ -274,8 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="pretrain PELA (or a baseline) on an exported UniHand-Mix: [CONFIG.yaml] [--flag value ...] "
         "(`pela pretrain --help` lists the flags; works under `accelerate launch`)",
     )
-    pretrain.add_argument("args", nargs=argparse.REMAINDER)
-    pretrain.set_defaults(func=_cmd_pretrain)
+    pretrain.add_argument("args", nargs=argparse.REMAINDER)  # parsed by HfArgumentParser (see main)
+    pretrain.set_defaults(func=lambda args: _cmd_pretrain(args.args))
 
     evaluate = sub.add_parser(
         "eval", help="score a pretrained checkpoint's generated motion on UniHand-Mix test splits"
@@ -329,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["pretrain"]:  # argparse cannot hand flags (``--help``, ``--output_dir``) to a REMAINDER
+        return _cmd_pretrain(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

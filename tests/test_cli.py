@@ -10,7 +10,7 @@ from pela.cli import build_parser, main
 
 def test_help_lists_subcommands():
     out = subprocess.run([sys.executable, "-m", "pela.cli", "--help"], capture_output=True, text=True, check=True)
-    for command in ("demo", "data", "tokenizer"):
+    for command in ("demo", "data", "tokenizer", "pretrain", "eval", "generate"):
         assert command in out.stdout
     assert build_parser().parse_args(["tokenizer", "train", "--max-steps", "3"]).max_steps == 3
 

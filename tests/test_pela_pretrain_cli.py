@@ -81,9 +81,18 @@ def test_shipped_configs_parse(name, tmp_path):
         assert training_args.per_device_train_batch_size == 16 and training_args.gradient_checkpointing
 
 
+def test_pretrain_help_lists_both_argument_groups(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pretrain", "--help"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    assert "--motion_tokenizer" in printed and "--wild_fraction" in printed and "--learning_rate" in printed
+
+
 def test_pretrain_eval_generate_from_the_command_line(workspace, tmp_path, capsys):
     run = tmp_path / "pela"
-    assert main(["pretrain", str(_config(workspace, run))]) == 0
+    flags = [f"--{key}={value}" for key, value in yaml.safe_load(_config(workspace, run).read_text()).items()]
+    assert main(["pretrain", *flags]) == 0  # flags only, no YAML file
     for name in ("model.safetensors", "config.json", "processor_config.json", "motion_tokenizer/config.json"):
         assert (run / name).exists(), name
     assert "mcp_loss" in capsys.readouterr().out  # the trainer's per-term logging reached the console
