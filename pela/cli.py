@@ -141,10 +141,14 @@ def parse_pretrain_args(argv: Sequence[str]) -> tuple[Any, Any]:
 
 
 def _cmd_pretrain(argv: Sequence[str]) -> int:
+    import torch
+
     from .pretraining import run_pretraining
 
     pretrain_args, training_args = parse_pretrain_args(argv)
     run_pretraining(pretrain_args, training_args)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()  # under `accelerate launch`: exit without a live process group
     print(f"wrote {training_args.output_dir}")
     return 0
 

@@ -101,6 +101,7 @@ lap.update({{k: v.double().sum().item() for k, v in model.named_parameters() if 
 state = {{k: v.double().sum().item() for k, v in model.state_dict().items()}}
 json.dump({{"state": state, "lap": lap, "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h]}},
           open(f"{{out}}/result-{{trainer.args.process_index}}.json", "w"))
+trainer.accelerator.end_training()  # destroy the process group: exiting with it alive can abort at teardown
 """
 
 
