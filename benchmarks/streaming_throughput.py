@@ -158,8 +158,8 @@ def consumption(folder: str, batch_size: int, train_steps: int) -> None:
 
     from datasets_unihand_mix import generate_clips
     from datasets_unihand_mix.streaming import stream_unihand_mix
-    from modeling_pela import MotionTokenizerConfig, MotionTokenizerModel, PELAConfig
-    from pela.pretraining import build_text_tokenizer, crop_row, make_processor, pretrain
+    from modeling_pela import MotionTokenizerConfig, MotionTokenizerModel
+    from pela.pretraining import crop_row, pretrain, tiny_processor_for
     from trainers.collator import PELADataCollator
     from trainers.pela_trainer import pela_training_arguments
 
@@ -168,8 +168,7 @@ def consumption(folder: str, batch_size: int, train_steps: int) -> None:
     tokenizer.fit_normalization(motions)
     tokenizer.init_codebooks(motions)
     rows = [crop_row(row, 2) for row in stream_unihand_mix(folder, "mix", "train")]
-    text = build_text_tokenizer([row["instruction"] + " " + row["response"] for row in rows], 250)
-    processor = make_processor(PELAConfig.tiny(codebook_size=512), text)
+    processor = tiny_processor_for(rows, 512)
     collator = PELADataCollator(processor, tokenizer, seed=0)
     start = time.perf_counter()
     for batch in itertools.batched(rows, batch_size):

@@ -92,18 +92,17 @@ def _pretrain_and_evaluate(config: DemoConfig, out: Path) -> tuple[dict, dict]:
     from datasets_unihand_mix.builder import UniHandMix
     from datasets_unihand_mix.export import export_hub_folder
     from datasets_unihand_mix.streaming import stream_unihand_mix
-    from modeling_pela import MotionTokenizerModel, PELAConfig, load_hand_kinematics
+    from modeling_pela import MotionTokenizerModel, load_hand_kinematics
     from trainers.generation_eval import evaluate_generation, evaluate_mean_motion
     from trainers.pela_trainer import pela_training_arguments
 
     from .pretraining import (
-        build_text_tokenizer,
         crop_row,
-        make_processor,
         plot_hand_motion,
         plot_loss_curves,
         pretrain,
         rows_of,
+        tiny_processor_for,
         wild_fraction_filter,
     )
 
@@ -122,8 +121,7 @@ def _pretrain_and_evaluate(config: DemoConfig, out: Path) -> tuple[dict, dict]:
     keep = wild_fraction_filter(config.wild_fraction)
 
     all_train = rows_of(stream_unihand_mix(str(data_dir), "mix", "train"))
-    text = build_text_tokenizer([r["instruction"] + " " + r["response"] for r in all_train], 250)
-    processor = make_processor(PELAConfig.tiny(codebook_size=config.codebook_size), text)
+    processor = tiny_processor_for(all_train, config.codebook_size)
     tests = {
         split: [crop_row(r, 1) for r in rows_of(stream_unihand_mix(str(data_dir), split, "test"))]
         for split in ("lab", "wild")

@@ -121,6 +121,13 @@ def build_model(
     return PELAForPretraining(PELAConfig.from_preset(preset, **VARIANTS[variant], **overrides))
 
 
+def tiny_processor_for(rows: Iterable[Mapping[str, Any]], codebook_size: int) -> PELAProcessor:
+    """Processor of the tiny preset for UniHand-Mix ``rows``: a word-level tokenizer (ids below the tiny model's 256)
+    over their instructions and responses, and the tiny image processors."""
+    text = build_text_tokenizer((row["instruction"] + " " + row["response"] for row in rows), 250)
+    return make_processor(PELAConfig.tiny(codebook_size=codebook_size), text)
+
+
 def pretrain(
     variant: str,
     train_rows: Any,
@@ -161,8 +168,7 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments) -
     if args.processor:
         processor = PELAProcessor.from_pretrained(args.processor)
     elif args.model_preset == "tiny" and not args.init_from:
-        texts = (r["instruction"] + " " + r["response"] for r in stream_unihand_mix(args.data, args.dataset_config))
-        processor = make_processor(PELAConfig.tiny(codebook_size=codebook_size), build_text_tokenizer(texts, 250))
+        processor = tiny_processor_for(stream_unihand_mix(args.data, args.dataset_config), codebook_size)
     else:
         raise ValueError(
             f"model_preset={args.model_preset!r} / init_from={args.init_from!r} needs --processor: a saved "

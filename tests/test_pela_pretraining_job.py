@@ -13,16 +13,16 @@ from datasets_unihand_mix import generate_clips
 from datasets_unihand_mix.builder import UniHandMix
 from datasets_unihand_mix.export import export_hub_folder
 from datasets_unihand_mix.streaming import stream_unihand_mix
-from modeling_pela import BuiltinHandKinematics, MotionTokenizerConfig, MotionTokenizerModel, PELAConfig
+from modeling_pela import BuiltinHandKinematics, MotionTokenizerConfig, MotionTokenizerModel
 from pela.pretraining import (
     build_model,
     build_text_tokenizer,
     crop_row,
     load_pretraining_checkpoint,
-    make_processor,
     pretrain,
     pretraining_model_card,
     rows_of,
+    tiny_processor_for,
     wild_fraction_filter,
 )
 from trainers.collator import PELADataCollator
@@ -46,8 +46,7 @@ def parts(data_dir):
     tokenizer_model.fit_normalization(motions)
     tokenizer_model.init_codebooks(motions)
     rows = rows_of(stream_unihand_mix(data_dir, "mix", "train"))
-    text = build_text_tokenizer([r["instruction"] + " " + r["response"] for r in rows], 250)
-    return tokenizer_model, rows, make_processor(PELAConfig.tiny(codebook_size=128), text, image_size=56)
+    return tokenizer_model, rows, tiny_processor_for(rows, 128)
 
 
 def test_text_tokenizer_keeps_frequent_words_below_the_limit():
