@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .procedural import SHOULDERS
+from .procedural.scene import SHOULDERS
 
 if TYPE_CHECKING:
-    from .procedural import ProceduralClip, SceneObject
+    from .procedural.generator import ProceduralClip
+    from .procedural.scene import SceneObject
 
 TABLE_EXTENT = ((-0.7, 0.7), (-0.5, 0.9))  # X and Y range of the table top (table frame, metres)
 _TEXTURE_SIZE = 384
