@@ -15,7 +15,10 @@ Sequence layout (ids in the extended vocabulary, see :mod:`configuration_pela`; 
 Hand-chunks are interleaved in time (left then right at each step, appendix A.1); a state block and chunks exist
 only for the hands present. ``m_1..m_{K/2}`` are wrist codes, ``m_{K/2+1}..m_K`` finger codes, each a motion id or
 ``[MASK]``. Chunk ``n`` of a sample is the ``n``-th ``<mot> ... </mot>`` group; attention is causal except inside a
-chunk, where it is bidirectional (``objective="masked_chunk"``).
+chunk, where it is bidirectional (``objective="masked_chunk"``). Every motion position also receives a learned
+*slot embedding* of its in-chunk index ``k`` (``motion_slot_embedding``, (K, D)): the ``[MASK]`` tokens of a chunk are
+otherwise identical, and a small model cannot recover from rotary positions alone which of the K residual-quantiser
+slots it predicts (it then predicts the marginal pooled over all slots).
 
 Input contract of :meth:`PELAForPretraining.forward` (B samples, L tokens, N chunks, F boundary frames):
 
@@ -241,6 +244,7 @@ class PELAForPretraining(PELAPreTrainedModel):
                 encoder_config._attn_implementation = "sdpa"
             self.frame_encoder = AutoModel.from_config(encoder_config)
         self.perceiver = LatentPerceivers(config) if config.uses_perceiver else None
+        self.motion_slot_embedding = nn.Embedding(config.tokens_per_chunk, config.hidden_size)
         self.post_init()
         self.freeze_untrained_parameters()
         if self.perceiver is not None:
@@ -325,6 +329,22 @@ class PELAForPretraining(PELAPreTrainedModel):
         The n-th ``<mot>`` of a sample opens chunk n."""
         chunk_index = (input_ids == self.config.mot_start_token_id).long().cumsum(-1) - 1
         return torch.where(self.is_motion_token(input_ids), chunk_index, -1)
+
+    def motion_slots_from_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(B, L) ids -> (B, L) int64 in-chunk slot ``k`` (0..K-1) of every motion position, -1 elsewhere (counted
+        from the chunk's ``<mot>``)."""
+        is_motion = self.is_motion_token(input_ids)
+        seen = is_motion.long().cumsum(-1)
+        at_start = torch.where(input_ids == self.config.mot_start_token_id, seen, 0).cummax(-1).values
+        return torch.where(is_motion, seen - at_start - 1, -1)
+
+    def embed_tokens(self, input_ids: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """Token embeddings (B, L, D) of ``input_ids`` plus the slot embedding where ``slots`` (broadcastable to
+        ``input_ids``; in-chunk index, -1 outside chunks) is >= 0."""
+        embeds = self.get_input_embeddings()(input_ids)
+        slots = slots.to(input_ids.device).expand_as(input_ids)
+        slot_embeds = self.motion_slot_embedding(slots.clamp_min(0)).to(embeds.dtype)
+        return embeds + slot_embeds * (slots >= 0)[..., None].to(embeds.dtype)
 
     def _chunk_positions(self, input_ids: torch.Tensor, chunk_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Check the chunk layout; return positions (B, N, K) int64 of each chunk's motion tokens and the (B, N) bool
@@ -475,9 +495,10 @@ class PELAForPretraining(PELAPreTrainedModel):
         frame_pixel_values: torch.Tensor | None,
         frame_features: torch.Tensor | None,
     ) -> torch.Tensor:
-        """Token embeddings with the backbone's image features and the LSP latent state scattered in: (B, L, D)."""
+        """Token embeddings (with the motion slot embeddings), the backbone's image features and the LSP latent state
+        scattered in: (B, L, D)."""
         config = self.config
-        embeds = self.get_input_embeddings()(input_ids)
+        embeds = self.embed_tokens(input_ids, self.motion_slots_from_input_ids(input_ids))
         image_mask = input_ids == config.image_token_id
         if pixel_values is not None:
             features = self.vlm.get_image_features(pixel_values=pixel_values, return_dict=True).pooler_output
@@ -751,20 +772,21 @@ class PELAForPretraining(PELAPreTrainedModel):
     def _extend(
         self,
         token_ids: torch.Tensor,
-        motion_slots: torch.Tensor,
+        slots: torch.Tensor,
         cache: DynamicCache,
         attention_mask: torch.Tensor,
         next_position: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Append (R, q) token ids to the cache; ``motion_slots`` (q,) bool marks the positions forming one chunk
-        (bidirectional among themselves). Returns final hidden states (R, q, D), the extended attention mask and the
-        next position ids (R,)."""
+        """Append (R, q) token ids to the cache; ``slots`` (q,) int64 is the in-chunk slot of each appended motion
+        token (-1 for other tokens); the motion tokens form one chunk (bidirectional among themselves). Returns final
+        hidden states (R, q, D), the extended attention mask and the next position ids (R,)."""
         rows, length = token_ids.shape
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones(rows, length)], dim=1)
         chunk_ids = torch.full_like(attention_mask, -1, dtype=torch.long)
-        chunk_ids[:, -length:] = torch.where(motion_slots, 0, -1)
+        chunk_ids[:, -length:] = torch.where(slots >= 0, 0, -1)
         position_ids = next_position[:, None] + torch.arange(length, device=token_ids.device)
-        hidden, _ = self._decode(self.get_input_embeddings()(token_ids), attention_mask, chunk_ids, cache, position_ids)
+        embeds = self.embed_tokens(token_ids, slots)
+        hidden, _ = self._decode(embeds, attention_mask, chunk_ids, cache, position_ids)
         return hidden, attention_mask, next_position + length
 
     def _decode_chunk_masked(
@@ -787,12 +809,11 @@ class PELAForPretraining(PELAPreTrainedModel):
         decoded = torch.zeros(rows, K, dtype=torch.bool, device=device)
         confidence = torch.zeros(rows, K, device=device)
         slots = torch.arange(K, device=device)
-        all_motion = torch.ones(K, dtype=torch.bool, device=device)
         per_pass = max(1, round(decode_ratio * K))
         noisy = (torch.arange(rows, device=device) % num_ensembles != 0)[:, None]
         past = cache.get_seq_length()
         while not bool(decoded.all()):
-            hidden, _, _ = self._extend(chunk, all_motion, cache, attention_mask, next_position)
+            hidden, _, _ = self._extend(chunk, slots, cache, attention_mask, next_position)
             cache.crop(past)
             probs = self.motion_logits(hidden, slots).softmax(-1)
             best, token = probs.max(-1)
@@ -826,13 +847,12 @@ class PELAForPretraining(PELAPreTrainedModel):
         config, K = self.config, self.config.tokens_per_chunk
         rows, device = last_hidden.shape[0], last_hidden.device
         chunk = torch.empty(rows, K, dtype=torch.long, device=device)
-        one = torch.zeros(1, dtype=torch.bool, device=device)
         for slot in range(K):
             logits = self.motion_logits(last_hidden, torch.tensor(slot, device=device))
             chunk[:, slot] = logits.argmax(-1) + config.motion_token_offset
             if slot < K - 1:
                 hidden, attention_mask, next_position = self._extend(
-                    chunk[:, slot : slot + 1], one, cache, attention_mask, next_position
+                    chunk[:, slot : slot + 1], torch.tensor([slot], device=device), cache, attention_mask, next_position
                 )
                 last_hidden = hidden[:, -1]
         return chunk, attention_mask, next_position
@@ -913,7 +933,7 @@ class PELAForPretraining(PELAPreTrainedModel):
                 tail = chunk[:, -1:]
             closing = [config.mot_end_token_id] + ([config.mot_start_token_id] if index + 1 < len(steps) else [])
             closing = torch.tensor(closing, device=device).expand(chunk.shape[0], -1)
-            slots = torch.arange(tail.shape[1] + closing.shape[1], device=device) < (tail.shape[1] if masked else 0)
+            slots = torch.cat([torch.arange(K - tail.shape[1], K, device=device), torch.full_like(closing[0], -1)])
             hidden, attention, next_position = self._extend(
                 torch.cat([tail, closing], 1), slots, cache, attention, next_position
             )
