@@ -93,6 +93,11 @@ def wild_fraction_filter(fraction: float) -> Callable[[Mapping[str, Any]], bool]
     return keep
 
 
+def is_labelled_row(row: Mapping[str, Any]) -> bool:
+    """Whether a UniHand-Mix row carries motion labels (video-only rows train only the alignment)."""
+    return bool(row["has_motion_labels"]) and row["task_type"] != "video_only"
+
+
 def pretraining_stream(args: PretrainArguments, seed: int) -> Any:
     """The streamed, wild-fraction-filtered (and cropped) ``train`` split ``pela pretrain`` reads."""
     rows = stream_unihand_mix(
@@ -144,7 +149,9 @@ def pretrain(
     complete checkpoint in ``args.output_dir`` when ``args.resume_from_checkpoint`` is ``"last"``."""
     torch.manual_seed(args.seed)
     model = build_model(variant, preset, motion_tokenizer.config.codebook_size, init_from).train()
-    collator = PELADataCollator(processor, motion_tokenizer, seed=args.seed)
+    collator = PELADataCollator(processor, motion_tokenizer, seed=args.seed, objective=model.config.objective)
+    if not model.config.align:  # without alignment an unlabelled (video-only) row gives no loss: skip it
+        train_rows = train_rows.filter(is_labelled_row)
     trainer = PELATrainer(model=model, args=args, train_dataset=train_rows, data_collator=collator)
     resume = args.resume_from_checkpoint
     if resume == "last":

@@ -54,6 +54,68 @@ def test_collator_masks_per_task_and_is_deterministic():
             assert not masked[context].any()
 
 
+def test_next_token_collation_teacher_forces_every_target_token():
+    model = tiny_model(objective="next_token", align=False)
+    processor = tiny_processor(model.config)
+    rows = _rows(5)
+    batch = PELADataCollator(processor, objective="next_token")(rows)
+    plain = processor(rows)
+    assert not bool((batch["input_ids"] == model.config.mask_token_id)[batch["is_labeled"]].any())  # no [MASK]
+    assert torch.equal(batch["labels"], plain["labels"])  # every motion token of every target chunk is a label
+    for b, row in enumerate(rows):
+        motion_labels = batch["labels"][b][batch["chunk_ids"][b] >= 0]
+        if row["task_type"] == "motion_generation":
+            assert bool((motion_labels != -100).all())
+    with pytest.raises(ValueError, match="objective"):
+        PELADataCollator(processor, objective="diffusion")
+
+
+def test_trainer_refuses_a_collator_built_for_another_objective(tmp_path):
+    model = tiny_model(objective="next_token", align=False)
+    args = pela_training_arguments(str(tmp_path), max_steps=1, use_cpu=True, save_strategy="no")
+    with pytest.raises(ValueError, match="objective='next_token'"):
+        PELATrainer(model=model, args=args, train_dataset=_rows(2), data_collator=PELADataCollator(
+            tiny_processor(model.config)))  # fmt: skip
+
+
+def test_masks_are_deterministic_per_epoch_and_new_every_epoch():
+    collator = PELADataCollator(tiny_processor(tiny_model().config), seed=3)
+    rows = [row for row in _rows(5) if row["task_type"] == "motion_generation"]
+    epochs = []
+    for epoch in (0, 1, 2, 1):
+        collator.set_epoch(epoch)
+        epochs.append(collator(rows)["input_ids"])
+    assert torch.equal(epochs[1], epochs[3])  # the same epoch gives the same masks
+    assert not torch.equal(epochs[0], epochs[1]) and not torch.equal(epochs[1], epochs[2])
+
+
+class _RecordingCollator(PELADataCollator):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.seen: list[tuple[int, torch.Tensor]] = []
+
+    def __call__(self, rows):
+        batch = super().__call__(rows)
+        self.seen.append((self.epoch, batch["input_ids"]))
+        return batch
+
+
+@pytest.mark.parametrize("streamed", [True, False])
+def test_every_epoch_of_a_training_run_draws_new_masks(streamed, tmp_path):
+    model = tiny_model().train()
+    rows = [make_sample("motion_generation", num_chunks=2, seed=i) for i in range(2)]
+    collator = _RecordingCollator(tiny_processor(model.config))
+    args = pela_training_arguments(
+        str(tmp_path), max_steps=3, per_device_train_batch_size=2, logging_steps=1, warmup_steps=0,
+        save_strategy="no", use_cpu=True, disable_tqdm=True, num_train_epochs=3,
+    )  # fmt: skip
+    train = datasets.IterableDataset.from_generator(lambda: iter(rows)) if streamed else rows
+    PELATrainer(model=model, args=args, train_dataset=train, data_collator=collator).train()
+    assert [epoch for epoch, _ in collator.seen] == [0, 1, 2]  # one batch per pass over the two rows
+    masks = [ids for _, ids in collator.seen]
+    assert not torch.equal(masks[0], masks[1]) and not torch.equal(masks[1], masks[2])
+
+
 def test_trainer_logs_hybrid_loss_terms_and_runs_the_ema(tmp_path):
     model = tiny_model().train()
     lap_before = {k: v.clone() for k, v in model.state_dict().items()}

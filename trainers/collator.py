@@ -1,4 +1,10 @@
-"""The PELA pretraining data collator: UniHand-Mix rows -> masked model inputs (hybrid MCP masking, appendix A.3)."""
+"""The PELA pretraining data collator: UniHand-Mix rows -> model inputs whose targets follow the model's objective.
+
+* ``objective="masked_chunk"`` (PELA, PELA w/o align): the hybrid MCP masking of appendix A.3 (:mod:`trainers.masking`),
+  ``[MASK]`` written into ``input_ids``, motion labels kept only at masked positions.
+* ``objective="next_token"`` (the Being-H0 baseline): teacher forcing, as in Being-H0: the motion chunks stay intact
+  (no ``[MASK]``) and every motion token of a target chunk is a label, predicted from the previous position.
+"""
 
 from __future__ import annotations
 
@@ -8,31 +14,48 @@ from typing import Any
 import torch
 from transformers import BatchFeature
 
+from modeling_pela.configuration_pela import OBJECTIVES
+
 from .masking import hybrid_chunk_mask, sample_generator
 
 IGNORE_INDEX = -100
 
 
 class PELADataCollator:
-    """Encodes rows with a ``PELAProcessor``, draws each sample's MCP mask and pads the batch.
+    """Encodes rows with a ``PELAProcessor``, builds each sample's targets for ``objective`` and pads the batch.
 
-    Per sample (masks depend only on ``(seed, row id)``, see :mod:`trainers.masking`):
+    Masked chunk prediction, per sample (masks depend only on ``(seed, row id, epoch)``, see :mod:`trainers.masking`):
 
     * motion generation / continuation: one target chunk (after the continuation context), partially masked, later
       chunks masked at 5%; ``labels`` are kept only at masked motion positions;
     * video-only: every motion token is already ``[MASK]`` (processor), no labels: alignment only;
     * motion description: motion is context (nothing masked), ``labels`` on the response text.
 
+    Next-token prediction: the processor's labels as they are (every motion token of the target chunks; the response
+    text of descriptions); video-only rows carry no target.
+
     Args:
         processor: a ``modeling_pela.PELAProcessor`` matching the model.
-        motion_tokenizer: a ``MotionTokenizerModel`` for rows without precomputed ``motion_tokens_*``.
+        motion_tokenizer: a ``MotionTokenizerModel`` for rows without precomputed ``motion_tokens_*`` (and to check that
+            precomputed tokens were made by it).
         seed: masking seed.
+        objective: the model's ``config.objective`` (``PELATrainer`` refuses a collator that does not match it).
     """
 
-    def __init__(self, processor: Any, motion_tokenizer: Any = None, seed: int = 0) -> None:
+    def __init__(
+        self, processor: Any, motion_tokenizer: Any = None, seed: int = 0, objective: str = "masked_chunk"
+    ) -> None:
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
         self.processor = processor
         self.motion_tokenizer = motion_tokenizer
         self.seed = seed
+        self.objective = objective
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the masks of pass ``epoch`` over the data (``PELATrainer`` calls it at the start of every epoch)."""
+        self.epoch = int(epoch)
 
     def mask_encoded(self, encoded: dict[str, Any], sample_id: str) -> dict[str, Any]:
         """Apply the hybrid mask to one ``PELAProcessor.encode_sample`` output (returns a new dict)."""
@@ -44,7 +67,7 @@ class PELADataCollator:
             chunk_ids,
             labeled=True,
             first_target=int(encoded["first_target_chunk"]),
-            generator=sample_generator(self.seed, sample_id),
+            generator=sample_generator(self.seed, sample_id, self.epoch),
         )
         input_ids = encoded["input_ids"].clone()
         input_ids[mask.masked] = self.processor.mask_token_id
@@ -59,7 +82,7 @@ class PELADataCollator:
                 item = self.processor.encode_sample(row, self.motion_tokenizer)
             except (KeyError, ValueError) as err:
                 raise ValueError(f"sample {sample_id!r}: cannot build PELA inputs ({err})") from err
-            encoded.append(self.mask_encoded(item, sample_id))
+            encoded.append(self.mask_encoded(item, sample_id) if self.objective == "masked_chunk" else item)
         batch = self.processor.collate(encoded)
         del batch["first_target_chunk"]  # a collator field, not a model input
         return batch

@@ -9,8 +9,9 @@ For one sequence with N motion chunks:
 * tokens of chunks after the target are masked independently with probability ``LATER_CHUNK_PROB`` = 0.05;
 * video-only samples (no motion labels) have every motion token masked and no MCP target.
 
-Randomness comes from a ``torch.Generator`` seeded per sample (:func:`sample_generator`), so the masks do not depend
-on batch composition, data-loader workers, the number of ranks or where a resumed run restarts.
+Randomness comes from a ``torch.Generator`` seeded per sample and epoch (:func:`sample_generator`), so the masks do
+not depend on batch composition, data-loader workers, the number of ranks or where a resumed run restarts, and a
+sample gets a new target chunk, ratio and subset in every epoch.
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ class ChunkMask:
     ratio: float
 
 
-def sample_generator(seed: int, sample_id: str) -> torch.Generator:
-    """A CPU generator whose state depends only on ``(seed, sample_id)``."""
-    digest = hashlib.blake2b(f"{seed}\x00{sample_id}".encode(), digest_size=8).digest()
+def sample_generator(seed: int, sample_id: str, epoch: int = 0) -> torch.Generator:
+    """A CPU generator whose state depends only on ``(seed, sample_id, epoch)``."""
+    digest = hashlib.blake2b(f"{seed}\x00{sample_id}\x00{epoch}".encode(), digest_size=8).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
 
 

@@ -14,6 +14,7 @@ The loss itself is computed per sample by ``PELAForPretraining.forward``; the tr
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,8 +22,8 @@ import datasets
 import torch
 from datasets.distributed import split_dataset_by_node
 from torch.utils.data import DataLoader
-from transformers import Trainer, TrainingArguments
-from transformers.trainer_utils import SchedulerType
+from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.trainer_utils import SchedulerType, has_length
 
 from modeling_pela.mano import HandKinematics
 
@@ -93,6 +94,27 @@ class _Window:
         return logs
 
 
+class _EpochDataLoader(DataLoader):
+    """A DataLoader over a streamed dataset whose ``set_epoch`` (called by ``Trainer`` before each pass) reaches the
+    dataset (a new shuffle order per epoch) and the collator (new MCP masks per epoch)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        for target in (self.dataset, self.collate_fn):
+            if hasattr(target, "set_epoch"):
+                target.set_epoch(epoch)
+
+
+class _CollatorEpochCallback(TrainerCallback):
+    """For map-style training sets: hands the current epoch to the collator's ``set_epoch`` (streamed sets get it
+    from :class:`_EpochDataLoader`)."""
+
+    def __init__(self, collator: Any) -> None:
+        self.collator = collator
+
+    def on_epoch_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        self.collator.set_epoch(math.floor(state.epoch + 1e-6))
+
+
 class PELATrainer(AtomicCheckpointMixin, Trainer):
     """``transformers.Trainer`` for ``PELAForPretraining`` (see the module docstring)."""
 
@@ -112,6 +134,19 @@ class PELATrainer(AtomicCheckpointMixin, Trainer):
         if not any(isinstance(c, PerceiverEMACallback) for c in callbacks):
             callbacks.append(PerceiverEMACallback())
         super().__init__(*args, callbacks=callbacks, **kwargs)
+        objective = getattr(self.data_collator, "objective", None)
+        model_objective = getattr(getattr(self.model, "config", None), "objective", None)
+        if objective is not None and model_objective is not None and objective != model_objective:
+            raise ValueError(
+                f"the data collator builds {objective!r} targets but the model's objective is {model_objective!r}: "
+                f"use PELADataCollator(..., objective={model_objective!r})"
+            )
+        if (
+            hasattr(self.data_collator, "set_epoch")
+            and self.train_dataset is not None
+            and has_length(self.train_dataset)
+        ):
+            self.add_callback(_CollatorEpochCallback(self.data_collator))
         self._windows = {"train": _Window(), "eval": _Window()}
         self.motion_tokenizer = motion_tokenizer
         self.kinematics = kinematics
@@ -167,7 +202,7 @@ class PELATrainer(AtomicCheckpointMixin, Trainer):
             return super().get_train_dataloader()
         if self.args.world_size > 1:
             dataset = split_dataset_by_node(dataset, rank=self.args.process_index, world_size=self.args.world_size)
-        return DataLoader(
+        return _EpochDataLoader(
             dataset,
             batch_size=self.args.per_device_train_batch_size,
             collate_fn=self.data_collator,
