@@ -227,6 +227,7 @@ def sample_row(
         "boundary_frames": images,
         "motion_tokens_left": None,
         "motion_tokens_right": None,
+        "motion_tokens_model": "",
         "frame_features": None,
         "frame_feature_model": "",
         "has_motion_labels": labelled,

@@ -19,7 +19,8 @@ One row is one instruction-tuning sample built from one clip (1-10 s, a whole nu
 | ``first_frame`` | Image | frame 0 |
 | ``boundary_frames`` | list[Image] | frames 0, 15, 30, ..., ``num_frames - 1``: each chunk's start and end (``num_chunks + 1``) |
 | ``mano_left`` / ``mano_right`` | struct or null | ``hand_pose`` (T, 45), ``global_orient`` (T, 3), ``transl`` (T, 3) in :mod:`modeling_pela.hand_motion` conventions, ``betas`` (10,) or null; null when the hand is absent, and for ``video_only`` training samples |
-| ``motion_tokens_left`` / ``motion_tokens_right`` | list[list[int32]] or null | optional precomputed GRQ-VAE ids, (num_chunks, 128) |
+| ``motion_tokens_left`` / ``motion_tokens_right`` | list[list[int32]] or null | optional precomputed GRQ-VAE ids, (num_chunks, 128) (``pela data tokenize``) |
+| ``motion_tokens_model`` | string | fingerprint of the motion tokenizer that produced ``motion_tokens_*`` (``MotionTokenizerModel.fingerprint()``; empty if none) |
 | ``frame_features`` | list[list[float32]] or null | optional precomputed frame-encoder features of the boundary frames |
 | ``frame_feature_model`` | string | which encoder produced ``frame_features`` (empty if none) |
 | ``has_motion_labels`` | bool | MANO labels present (lab capture; wild test: pose estimates); False for ``video_only`` |
@@ -78,6 +79,7 @@ def unihand_features() -> datasets.Features:
             "mano_right": mano_features(),
             "motion_tokens_left": tokens,
             "motion_tokens_right": tokens,
+            "motion_tokens_model": datasets.Value("string"),
             "frame_features": datasets.Sequence(datasets.Sequence(datasets.Value("float32"))),
             "frame_feature_model": datasets.Value("string"),
             "has_motion_labels": datasets.Value("bool"),

@@ -24,6 +24,7 @@ inside the chunk disambiguates it.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
@@ -537,6 +538,23 @@ class MotionTokenizerModel(PreTrainedModel):
                     f"(positions {offset * per_part}-{(offset + 1) * per_part - 1}) must lie in [{low}, {high})"
                 )
         return token_ids.to(self.device, torch.long)
+
+    def fingerprint(self) -> str:
+        """A 16-hex-digit digest of the weights, codebooks and normalisation statistics: two tokenizers with the same
+        fingerprint turn the same motion into the same ids. Stored next to precomputed motion tokens
+        (``motion_tokens_model`` of UniHand-Mix rows) so that tokens are never used with another tokenizer."""
+        state = self.state_dict()
+        versions = tuple((name, tensor.data_ptr(), tensor._version) for name, tensor in state.items())
+        cached = getattr(self, "_fingerprint", None)
+        if cached is None or cached[0] != versions:
+            digest = hashlib.sha256(self.config.model_type.encode())
+            for name in sorted(state):
+                tensor = state[name].detach().cpu().contiguous()
+                digest.update(name.encode())
+                digest.update(str((tuple(tensor.shape), tensor.dtype)).encode())
+                digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+            cached = self._fingerprint = (versions, digest.hexdigest()[:16])
+        return cached[1]
 
     # -- HandMotion convenience ------------------------------------------------------------------------------------
 

@@ -129,10 +129,18 @@ class PELAProcessor(MotionSpecialTokensMixin, ProcessorMixin):
     # -- one sample ----------------------------------------------------------------------------------------------
 
     def _motion_tokens(self, sample: Mapping[str, Any], hand: str, motion_tokenizer: Any) -> torch.Tensor:
-        """(num_chunks, K) tokenizer ids of one hand: precomputed ``motion_tokens_<hand>`` or encoded MANO."""
+        """(num_chunks, K) tokenizer ids of one hand: precomputed ``motion_tokens_<hand>`` (refused if
+        ``motion_tokens_model`` is not the given tokenizer's fingerprint) or encoded MANO."""
         where = f"sample {sample.get('id', '?')!r} ({hand} hand)"
         precomputed = sample.get(f"motion_tokens_{hand}")
         if precomputed is not None and len(precomputed):
+            made_by = sample.get("motion_tokens_model") or ""
+            if motion_tokenizer is not None and made_by != motion_tokenizer.fingerprint():
+                raise ValueError(
+                    f"{where}: motion_tokens_{hand} were made by motion tokenizer {made_by or '(unrecorded)'!r}, not "
+                    f"by the one given ({motion_tokenizer.fingerprint()!r}); re-run `pela data tokenize` with this "
+                    "tokenizer, or drop the motion_tokens_* columns to tokenize the MANO labels on the fly"
+                )
             tokens = torch.as_tensor(precomputed, dtype=torch.long)
         else:
             mano = sample.get(f"mano_{hand}")

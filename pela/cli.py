@@ -86,6 +86,19 @@ def _cmd_data_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_tokenize(args: argparse.Namespace) -> int:
+    from datasets_unihand_mix.motion_tokens import tokenize_hub_folder
+    from modeling_pela import MotionTokenizerModel
+
+    tokenizer = MotionTokenizerModel.from_pretrained(args.motion_tokenizer)
+    summary = tokenize_hub_folder(args.folder, tokenizer, batch_size=args.batch_size)
+    print(
+        f"tokenized {summary.hand_chunks} hand-chunks in {summary.rows} rows ({summary.shards} shards) of "
+        f"{args.folder} with motion tokenizer {summary.fingerprint}"
+    )
+    return 0
+
+
 def _cmd_tokenizer_train(args: argparse.Namespace) -> int:
     from .jobs import train_tokenizer_on_procedural
 
@@ -271,6 +284,15 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--private", action="store_true")
     push.add_argument("--revision", default=None, help="branch to commit to (default: main)")
     push.set_defaults(func=_cmd_data_push)
+    tokenize = data_sub.add_parser(
+        "tokenize",
+        help="precompute the motion tokens of an exported folder (fills motion_tokens_left/right in place and records "
+        "the tokenizer's fingerprint in motion_tokens_model; training then never runs the tokenizer)",
+    )
+    tokenize.add_argument("folder", help="a folder written by `pela data export`")
+    tokenize.add_argument("--motion-tokenizer", required=True, help="a trained GRQ-VAE folder (`pela tokenizer train`)")
+    tokenize.add_argument("--batch-size", type=int, default=256, help="rows tokenized per tokenizer call")
+    tokenize.set_defaults(func=_cmd_data_tokenize)
 
     pretrain = sub.add_parser(
         "pretrain",
