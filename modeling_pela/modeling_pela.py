@@ -56,7 +56,7 @@ from transformers.masking_utils import create_masks_for_generate
 from transformers.utils import ModelOutput
 
 from .configuration_pela import PELAConfig
-from .perceiver import HANDS, LatentPerceivers, LatentQueries
+from .perceiver import HANDS, FrameTokenGrid, LatentPerceivers, LatentQueries
 
 IGNORE_INDEX = -100
 
@@ -460,9 +460,10 @@ class PELAForPretraining(PELAPreTrainedModel):
         sample: torch.Tensor,
         start: torch.Tensor,
         end: torch.Tensor,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, FrameTokenGrid | None]:
         """Features of M frame pairs ``(sample[m], frame start[m], frame end[m])`` -> (M, S, P, F_dim), S = 2 slots
-        (one per frame) or 1 (V-JEPA2 encodes the pair as one 2-frame clip). The frame encoder runs without grad."""
+        (one per frame) or 1 (V-JEPA2 encodes the pair as one 2-frame clip), and the layout of the P tokens (None for
+        precomputed features). The frame encoder runs without grad."""
         if frame_pixel_values is None and frame_features is None:
             raise ValueError(
                 "the latent perceivers need frame_pixel_values (or frame_features for precomputed features)"
@@ -473,20 +474,22 @@ class PELAForPretraining(PELAPreTrainedModel):
             raise ValueError(f"a chunk's boundary frames lie outside the {num_frames} frames given")
         if self.frame_encoder is None:
             features = frame_features if frame_features.dim() == 4 else frame_features[:, :, None]
-            return torch.stack([features[sample, start], features[sample, end]], dim=1)
+            return torch.stack([features[sample, start], features[sample, end]], dim=1), None
         encoder = self.frame_encoder
         dtype = next(encoder.parameters()).dtype
+        patch = encoder.config.patch_size
+        height, width = frames.shape[-2] // patch, frames.shape[-1] // patch
         with torch.no_grad():
             if self.config.frame_encoder_type == "vjepa2":
                 clips = torch.stack([frames[sample, start], frames[sample, end]], dim=1).to(dtype)
                 tokens = encoder(pixel_values_videos=clips, skip_predictor=True).last_hidden_state
-                return tokens[:, None]
+                return tokens[:, None], FrameTokenGrid(0, height, width, repeats=2 // encoder.config.tubelet_size)
             flat = torch.cat([sample * num_frames + start, sample * num_frames + end])
             unique, inverse = torch.unique(flat, return_inverse=True)
             hidden = encoder(pixel_values=frames.flatten(0, 1)[unique].to(dtype)).last_hidden_state
             registers = encoder.config.num_register_tokens
             tokens = torch.cat([hidden[:, :1], hidden[:, 1 + registers :]], dim=1)  # CLS + patches
-            return tokens[inverse].unflatten(0, (2, -1)).transpose(0, 1)
+            return tokens[inverse].unflatten(0, (2, -1)).transpose(0, 1), FrameTokenGrid(1, height, width)
 
     def _embed(
         self,
@@ -524,8 +527,8 @@ class PELAForPretraining(PELAPreTrainedModel):
                 raise ValueError(f"each sample needs 0 or {K} <state_{HANDS[hand]}> tokens, got {counts.tolist()}")
         samples = is_state.any(-1).nonzero().flatten()
         zeros = torch.zeros_like(samples)
-        features = self._frame_pair_features(frame_pixel_values, frame_features, samples, zeros, zeros)
-        latents = self.perceiver.latent_state(features.to(self.dtype))  # (M, K, 2, D)
+        features, grid = self._frame_pair_features(frame_pixel_values, frame_features, samples, zeros, zeros)
+        latents = self.perceiver.latent_state(features.to(self.dtype), grid)  # (M, K, 2, D)
         row = torch.full((input_ids.shape[0],), -1, dtype=torch.long, device=input_ids.device)
         row[samples] = torch.arange(samples.numel(), device=input_ids.device)
         slot = torch.where(is_right, is_right.long().cumsum(-1), (is_state & ~is_right).long().cumsum(-1)) - 1
@@ -727,8 +730,8 @@ class PELAForPretraining(PELAPreTrainedModel):
         if bool(((hands != 0) & (hands != 1)).any()):
             raise ValueError("chunk_hands of aligned chunks must be 0 (left) or 1 (right)")
         start = chunk_frames[sample, chunk]
-        features = self._frame_pair_features(frame_pixel_values, frame_features, sample, start, start + 1)
-        latents = self.perceiver.latent_actions(features.to(self.dtype), hands)  # (M, K, D)
+        features, grid = self._frame_pair_features(frame_pixel_values, frame_features, sample, start, start + 1)
+        latents = self.perceiver.latent_actions(features.to(self.dtype), hands, grid)  # (M, K, D)
         errors = (predictive[sample, chunk].float() - latents.float()).abs().mean(dim=(-1, -2))
         sums = sums.index_add(0, sample, errors)
         latent_actions = latent_actions.index_put((sample, chunk), latents.to(latent_actions.dtype))

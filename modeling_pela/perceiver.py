@@ -2,12 +2,15 @@
 
 Both perceivers share one structure, the *trunk* (everything but the queries):
 
-    frame features (M, S, P, F) -> Linear(F, H) + slot embedding (start / end frame)  -> (M, S*P, H)
+    frame features (M, S, P, F) -> Linear(F, H) + slot embedding (start / end frame)
+                                   + Linear(Fourier features of each patch's (row, column))  -> (M, S*P, H)
     num_layers x [cross-attention block: K latents attend to the frame tokens,
                   self-attention block over the K latents]                          -> (M, K, H)
     LayerNorm, 2-layer MLP H -> head_hidden -> 2 x D, split into a left-hand and a right-hand head -> (M, K, 2, D)
 
-and ``K`` learnable *queries* (K, H). ``D`` is the LLM width. LAP reads the boundary frames of a chunk (v_t, v_t+15) and
+and ``K`` learnable *queries* (K, H). ``D`` is the LLM width. Attention over the frame tokens is permutation invariant, so
+where a patch lies in the frame enters as Fourier features of its normalised grid coordinates (as in Perceiver IO),
+for encoders whose tokens form a known patch grid (:class:`FrameTokenGrid`); precomputed features have none. LAP reads the boundary frames of a chunk (v_t, v_t+15) and
 gives latent actions; LSP reads the first frame twice (v_0, v_0) and gives the latent state injected into the VLM.
 
 Decoupled updates: the LSP trunk and the LAP queries are optimised; the LAP trunk and the LSP queries are EMA copies
@@ -17,6 +20,9 @@ gradient can reach them whatever an optimiser or an adapter library does with th
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,6 +31,37 @@ from torch.func import functional_call
 from .configuration_pela import PELAConfig
 
 HANDS = ("left", "right")  # head index 0 = left, 1 = right
+NUM_POSITION_FREQUENCIES = 8
+
+
+@dataclass(frozen=True)
+class FrameTokenGrid:
+    """Layout of one frame's P tokens: ``prefix`` tokens without a position (CLS), then ``repeats`` x ``height`` x
+    ``width`` patch tokens in row-major order (``repeats`` > 1 for video encoders' temporal tubelets)."""
+
+    prefix: int
+    height: int
+    width: int
+    repeats: int = 1
+
+    @property
+    def num_tokens(self) -> int:
+        return self.prefix + self.repeats * self.height * self.width
+
+
+def fourier_position_features(grid: FrameTokenGrid, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(P, 4 * NUM_POSITION_FREQUENCIES) sin/cos features of each token's (row, column) in [-1, 1] at frequencies from
+    pi up to the grid's Nyquist frequency; zeros for the prefix tokens."""
+    rows = torch.linspace(-1.0, 1.0, grid.height, device=device)
+    cols = torch.linspace(-1.0, 1.0, grid.width, device=device)
+    coords = torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1).reshape(-1, 2)  # (h * w, 2)
+    frequencies = math.pi * torch.linspace(
+        1.0, max(2.0, max(grid.height, grid.width) / 2), NUM_POSITION_FREQUENCIES, device=device
+    )
+    angles = (coords[..., None] * frequencies).flatten(1)  # (h * w, 2 * n)
+    features = torch.cat([angles.sin(), angles.cos()], dim=-1).repeat(grid.repeats, 1)
+    prefix = features.new_zeros(grid.prefix, features.shape[-1])
+    return torch.cat([prefix, features]).to(dtype)
 
 
 class PerceiverAttentionBlock(nn.Module):
@@ -83,6 +120,7 @@ class LatentPerceiverTrunk(nn.Module):
         head_hidden = config.perceiver_head_hidden_size or config.hidden_size
         self.input_proj = nn.Linear(config.frame_dim, hidden)
         self.slot_embedding = nn.Embedding(2, hidden)
+        self.position_proj = nn.Linear(4 * NUM_POSITION_FREQUENCIES, hidden)
         self.layers = nn.ModuleList(
             [PerceiverLayer(hidden, config.perceiver_num_heads, mlp_hidden) for _ in range(config.perceiver_num_layers)]
         )
@@ -91,11 +129,17 @@ class LatentPerceiverTrunk(nn.Module):
             nn.Linear(hidden, head_hidden), nn.GELU(), nn.Linear(head_hidden, len(HANDS) * config.hidden_size)
         )
 
-    def forward(self, frame_features: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
-        """frame_features (M, S, P, F) with S in {1, 2} slots (start / end frame); queries (K, H) ->
-        (M, K, 2, D): both hand heads."""
-        slots = frame_features.shape[1]
+    def forward(
+        self, frame_features: torch.Tensor, queries: torch.Tensor, grid: FrameTokenGrid | None = None
+    ) -> torch.Tensor:
+        """frame_features (M, S, P, F) with S in {1, 2} slots (start / end frame); queries (K, H); ``grid`` the
+        layout of the P tokens (None: no position) -> (M, K, 2, D): both hand heads."""
+        slots, num_tokens = frame_features.shape[1], frame_features.shape[2]
         tokens = self.input_proj(frame_features) + self.slot_embedding.weight[:slots, None]
+        if grid is not None:
+            if grid.num_tokens != num_tokens:
+                raise ValueError(f"the frame token grid {grid} has {grid.num_tokens} tokens, the features {num_tokens}")
+            tokens = tokens + self.position_proj(fourier_position_features(grid, tokens.device, tokens.dtype))
         tokens = tokens.flatten(1, 2)
         latents = queries.to(tokens.dtype).expand(tokens.shape[0], -1, -1)
         for layer in self.layers:
@@ -138,17 +182,19 @@ class LatentPerceivers(nn.Module):
             self.lap_trunk.requires_grad_(False)
             self.lsp_queries.requires_grad_(False)
 
-    def latent_state(self, frame_features: torch.Tensor) -> torch.Tensor:
-        """LSP: (M, S, P, F) features of (v_0, v_0) -> (M, K, 2, D), both hand heads. Gradients reach the LSP trunk
-        (and the queries only without alignment)."""
+    def latent_state(self, frame_features: torch.Tensor, grid: FrameTokenGrid | None = None) -> torch.Tensor:
+        """LSP: (M, S, P, F) features of (v_0, v_0) with token layout ``grid`` -> (M, K, 2, D), both hand heads.
+        Gradients reach the LSP trunk (and the queries only without alignment)."""
         queries = self.lsp_queries.weight.detach() if self.decoupled else self.lsp_queries.weight
-        return self.lsp_trunk(frame_features, queries)
+        return self.lsp_trunk(frame_features, queries, grid)
 
-    def latent_actions(self, frame_features: torch.Tensor, hands: torch.Tensor) -> torch.Tensor:
-        """LAP: (M, S, P, F) features of (v_t, v_t+15), (M,) hands -> (M, K, D). Gradients reach the LAP queries
-        only: the trunk runs on detached parameters."""
+    def latent_actions(
+        self, frame_features: torch.Tensor, hands: torch.Tensor, grid: FrameTokenGrid | None = None
+    ) -> torch.Tensor:
+        """LAP: (M, S, P, F) features of (v_t, v_t+15) with token layout ``grid``, (M,) hands -> (M, K, D).
+        Gradients reach the LAP queries only: the trunk runs on detached parameters."""
         frozen = {name: value.detach() for name, value in self.lap_trunk.named_parameters()}
-        latents = functional_call(self.lap_trunk, frozen, (frame_features, self.lap_queries.weight))
+        latents = functional_call(self.lap_trunk, frozen, (frame_features, self.lap_queries.weight, grid))
         return select_hand(latents, hands)
 
     @torch.no_grad()
@@ -172,10 +218,12 @@ class LatentPerceivers(nn.Module):
 
 __all__ = [
     "HANDS",
+    "FrameTokenGrid",
     "LatentPerceiverTrunk",
     "LatentPerceivers",
     "LatentQueries",
     "PerceiverAttentionBlock",
     "PerceiverLayer",
+    "fourier_position_features",
     "select_hand",
 ]

@@ -17,6 +17,7 @@ from pela_testing import (
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from modeling_pela import PELAConfig, PELAForPretraining
+from modeling_pela.perceiver import FrameTokenGrid
 from trainers.callbacks import PerceiverEMACallback
 
 BACKENDS = ("eager", "sdpa", "flex_attention")
@@ -243,12 +244,29 @@ def test_vjepa2_frame_encoder(processor, mixed_batch):
         "pred_num_hidden_layers": 1, "pred_num_attention_heads": 2, "num_pooler_layers": 1,
     }  # fmt: skip
     model = tiny_model(frame_encoder_config=vjepa)
-    features = model._frame_pair_features(
+    features, grid = model._frame_pair_features(
         mixed_batch["frame_pixel_values"], None, torch.tensor([0, 1]), torch.tensor([0, 1]), torch.tensor([1, 2])
     )
     assert features.shape == (2, 1, 16, 32)  # one slot: the pair is one 2-frame tubelet
+    assert grid == FrameTokenGrid(prefix=0, height=4, width=4, repeats=1)
     out = model(**mixed_batch)
     assert torch.isfinite(out.loss) and out.align_loss is not None
+
+
+def test_latent_perceivers_know_where_each_patch_lies():
+    """Cross-attention is permutation invariant: only the Fourier position features tell the perceiver where a patch
+    is. Moving a feature to another patch must change the latent state; with no grid (precomputed features) it
+    cannot."""
+    model = tiny_model()
+    grid = FrameTokenGrid(prefix=1, height=4, width=4)
+    features = torch.randn(1, 2, grid.num_tokens, model.config.frame_dim)
+    moved = features.clone()
+    moved[:, :, [1, 16]] = features[:, :, [16, 1]]  # swap the top-left and bottom-right patches
+    perceivers = model.perceiver
+    assert not torch.allclose(perceivers.latent_state(features, grid), perceivers.latent_state(moved, grid))
+    torch.testing.assert_close(perceivers.latent_state(features), perceivers.latent_state(moved))
+    with pytest.raises(ValueError, match="grid"):
+        perceivers.latent_state(features, FrameTokenGrid(prefix=1, height=3, width=4))
 
 
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients(mixed_batch):
