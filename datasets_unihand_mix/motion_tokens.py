@@ -5,7 +5,7 @@ the training loop. :func:`tokenize_hub_folder` rewrites every parquet shard unde
 shard is written next to the original and swapped in with one ``os.replace``), leaving every other column byte for
 byte as it was:
 
-* ``motion_tokens_<side>``: (num_chunks, 128) int32 ids of the hand's MANO labels (null where the hand has none);
+* ``motion_tokens_<side>``: (num_chunks, K) int32 ids (K = the tokenizer's ``tokens_per_chunk``) of the hand's MANO labels (null where the hand has none);
 * ``motion_tokens_model``: the tokenizer's :meth:`~modeling_pela.MotionTokenizerModel.fingerprint`, which the
   ``PELAProcessor`` compares with the tokenizer it is given (a mismatch is refused, never silently trained on).
 

@@ -19,7 +19,7 @@ One row is one instruction-tuning sample built from one clip (1-10 s, a whole nu
 | ``first_frame`` | Image | frame 0 |
 | ``boundary_frames`` | list[Image] | frames 0, 15, 30, ..., ``num_frames - 1``: each chunk's start and end (``num_chunks + 1``) |
 | ``mano_left`` / ``mano_right`` | struct or null | ``hand_pose`` (T, 45), ``global_orient`` (T, 3), ``transl`` (T, 3) in :mod:`modeling_pela.hand_motion` conventions, ``betas`` (10,) or null; null when the hand is absent, and for ``video_only`` training samples |
-| ``motion_tokens_left`` / ``motion_tokens_right`` | list[list[int32]] or null | optional precomputed GRQ-VAE ids, (num_chunks, 128) (``pela data tokenize``) |
+| ``motion_tokens_left`` / ``motion_tokens_right`` | list[list[int32]] or null | optional precomputed GRQ-VAE ids, (num_chunks, tokens per chunk: 128 with the paper's tokenizer) (``pela data tokenize``) |
 | ``motion_tokens_model`` | string | fingerprint of the motion tokenizer that produced ``motion_tokens_*`` (``MotionTokenizerModel.fingerprint()``; empty if none) |
 | ``frame_features`` | list[list[float32]] or null | optional precomputed frame-encoder features of the boundary frames |
 | ``frame_feature_model`` | string | which encoder produced ``frame_features`` (empty if none) |
@@ -40,7 +40,6 @@ TASK_TYPES = ("motion_generation", "motion_description", "motion_continuation", 
 SUBSETS = ("lab", "wild")
 SPLITS = ("train", "test")
 CHUNK_LENGTH = 15
-MOTION_TOKENS_PER_CHUNK = 128
 
 
 def mano_features() -> dict:
@@ -54,7 +53,7 @@ def mano_features() -> dict:
 
 def unihand_features() -> datasets.Features:
     """The ``datasets.Features`` of a UniHand-Mix sample (see the module docstring)."""
-    tokens = datasets.Sequence(datasets.Sequence(datasets.Value("int32"), length=MOTION_TOKENS_PER_CHUNK))
+    tokens = datasets.Sequence(datasets.Sequence(datasets.Value("int32")))
     return datasets.Features(
         {
             "id": datasets.Value("string"),

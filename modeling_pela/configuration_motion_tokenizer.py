@@ -1,8 +1,10 @@
 """Configuration of PELA's GRQ-VAE hand-motion tokenizer (paper appendix A.1, Being-H0 design).
 
-One 15-frame chunk of one hand becomes 128 discrete tokens: 64 for the wrist (global rotation + translation) and 64 for
-the fingers. Each part has its own T2M-GPT-style 1-D convolutional auto-encoder and grouped residual VQ; the token
-count of a part is ``num_groups * (padded_length // 2**down_t) * num_quantizers`` and must be 64.
+One 15-frame chunk of one hand becomes ``tokens_per_chunk`` discrete tokens, half for the wrist (global rotation +
+translation), half for the fingers. Each part has its own T2M-GPT-style 1-D convolutional auto-encoder and grouped
+residual VQ; the token count of a part is ``num_groups * (padded_length // 2**down_t) * num_quantizers``: 64 with the
+paper's defaults (2 groups x 4 latent steps x 8 quantizers, 128 per chunk). Smaller layouts (fewer residual
+quantizers) suit CPU-sized models: the sequence the VLM reads grows with the token count.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
-TOKENS_PER_PART = 64
 WRIST_FEATURES = 9  # 6D global rotation + wrist translation
 FINGER_ROTATION_FEATURES = 15 * 6  # 15 finger joints x 6D
 FINGER_POSITION_FEATURES = 20 * 3  # 20 non-wrist keypoints relative to the wrist, in the wrist frame
@@ -74,12 +75,12 @@ class MotionTokenizerConfig(PretrainedConfig):
 
     @property
     def tokens_per_part(self) -> int:
-        """``num_groups * latent_length * num_quantizers`` (64 in PELA)."""
+        """``num_groups * latent_length * num_quantizers`` (64 with the defaults, the paper's)."""
         return self.num_groups * self.latent_length * self.num_quantizers
 
     @property
     def tokens_per_chunk(self) -> int:
-        """Wrist + finger tokens of one chunk (128)."""
+        """Wrist + finger tokens of one chunk (128 with the defaults)."""
         return 2 * self.tokens_per_part
 
     @property
@@ -140,13 +141,6 @@ class MotionTokenizerConfig(PretrainedConfig):
                 f"latent_dim ({self.latent_dim}) must be divisible by num_groups ({self.num_groups}): the grouped "
                 "residual VQ splits the latent channels between groups"
             )
-        if self.tokens_per_part != TOKENS_PER_PART:
-            raise ValueError(
-                f"a part must be {TOKENS_PER_PART} tokens (PELA's 128-token chunk layout), but num_groups "
-                f"({self.num_groups}) x latent steps (padded_length {self.padded_length} / 2**down_t "
-                f"{2**self.down_t} = {self.latent_length}) x num_quantizers ({self.num_quantizers}) = "
-                f"{self.tokens_per_part}"
-            )
         if not 0.0 < float(self.ema_decay) < 1.0:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
         if float(self.commitment_weight) < 0.0:
@@ -155,4 +149,4 @@ class MotionTokenizerConfig(PretrainedConfig):
             raise ValueError(f"dead_code_threshold must be >= 0, got {self.dead_code_threshold}")
 
 
-__all__ = ["MotionTokenizerConfig", "TOKENS_PER_PART"]
+__all__ = ["MotionTokenizerConfig"]

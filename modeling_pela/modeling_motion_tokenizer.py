@@ -1,8 +1,9 @@
 """PELA's GRQ-VAE hand-motion tokenizer as a Hugging Face model (paper appendix A.1, Being-H0 design).
 
-A 15-frame chunk of ONE hand (MANO parameters, see :mod:`hand_motion` for the conventions) becomes 128 discrete tokens
-and back. The chunk is split into two parts, each with its own T2M-GPT-style 1-D conv encoder, grouped residual VQ
-(``vector_quantize_pytorch.GroupedResidualVQ``: 2 groups x 8 quantizers, EMA codebooks of ``C`` codes) and decoder:
+A 15-frame chunk of ONE hand (MANO parameters, see :mod:`hand_motion` for the conventions) becomes K discrete tokens
+(``config.tokens_per_chunk``, 128 with the paper's defaults) and back. The chunk is split into two parts, each with its
+own T2M-GPT-style 1-D conv encoder, grouped residual VQ (``vector_quantize_pytorch.GroupedResidualVQ``: 2 groups x 8
+quantizers by default, EMA codebooks of ``C`` codes) and decoder:
 
 * wrist: 6D global rotation + wrist translation = 9 features per frame;
 * finger: 15 x 6D joint rotations = 90 features per frame (+ 60 with ``config.finger_use_joint_positions``).
@@ -12,7 +13,7 @@ Features are z-score normalised with per-feature statistics stored as buffers (s
 to 16 / 2**down_t = 4 latent steps, quantized, decoded and cropped back to 15 frames. Left hands are mirrored into the
 right-hand convention before encoding and mirrored back after decoding (``config.mirror_left_hand``).
 
-Token layout of one chunk (``config.tokens_per_chunk`` = 128 ids)::
+Token layout of one chunk (K = ``config.tokens_per_chunk`` ids; the numbers are the defaults)::
 
     [ wrist: 64 ids | finger: 64 ids ]
     inside a part, position = (group * latent_steps + step) * num_quantizers + depth   (2 x 4 x 8)
@@ -144,7 +145,7 @@ class MotionPartVQVAE(nn.Module):
 
 
 def codebook_histograms(token_ids: torch.Tensor, config: MotionTokenizerConfig) -> torch.Tensor:
-    """(B, 128) token ids -> (2, G, Q, C) assignment counts of every code of every codebook (part, group, depth)."""
+    """(B, K) token ids -> (2, G, Q, C) assignment counts of every code of every codebook (part, group, depth)."""
     groups, steps, depths, size = config.num_groups, config.latent_length, config.num_quantizers, config.codebook_size
     ids = token_ids.reshape(-1, 2, groups, steps, depths) % size  # finger ids are offset by C
     codebook = torch.arange(2 * groups * depths, device=ids.device).reshape(1, 2, groups, 1, depths)
@@ -179,7 +180,7 @@ class MotionTokenizerOutput(ModelOutput):
         wrist_features / finger_features: reconstructed normalised features, (B, T, 9) and (B, T, 90 or 150).
         hand_pose / global_orient / transl: reconstructed MANO parameters (B, T, 15, 3), (B, T, 3), (B, T, 3) in
             each sample's own side convention.
-        token_ids: (B, 128) int64 ids (see the module docstring for the layout).
+        token_ids: (B, K) int64 ids (see the module docstring for the layout).
         wrist_usage / finger_usage / wrist_perplexity / finger_perplexity: codebook statistics of the batch (see
             :func:`codebook_statistics`).
     """
@@ -218,7 +219,7 @@ def _eval_mode(module: nn.Module):
 
 
 class MotionTokenizerModel(PreTrainedModel):
-    """GRQ-VAE tokenizer of 15-frame single-hand MANO chunks into 128 ids (layout in the module docstring).
+    """GRQ-VAE tokenizer of 15-frame single-hand MANO chunks into K = ``config.tokens_per_chunk`` ids (layout in the module docstring).
 
     Inputs of :meth:`forward`, :meth:`encode` (B chunks of T = ``config.chunk_length`` frames, float):
         hand_pose: (B, T, 15, 3) or (B, T, 45) flat-MANO finger axis-angles.
@@ -478,7 +479,7 @@ class MotionTokenizerModel(PreTrainedModel):
         transl: torch.Tensor,
         is_left: torch.Tensor | Sequence[str] | str,
     ) -> torch.Tensor:
-        """B chunks (shapes in the class docstring) -> (B, 128) int64 token ids. Runs in eval mode (no codebook
+        """B chunks (shapes in the class docstring) -> (B, K) int64 token ids. Runs in eval mode (no codebook
         updates). Raises ``ValueError`` for an untrained tokenizer whose codebooks were never initialised (encoding
         would silently initialise them from this batch, differently on every data-loading process or rank)."""
         hand_pose, global_orient, transl = self._check_motion(hand_pose, global_orient, transl)
@@ -494,7 +495,7 @@ class MotionTokenizerModel(PreTrainedModel):
 
     @torch.no_grad()
     def decode(self, token_ids: torch.Tensor, is_left: torch.Tensor | Sequence[str] | str) -> dict[str, torch.Tensor]:
-        """(B, 128) token ids -> dict of MANO parameters ``hand_pose`` (B, T, 15, 3), ``global_orient`` (B, T, 3),
+        """(B, K) token ids -> dict of MANO parameters ``hand_pose`` (B, T, 15, 3), ``global_orient`` (B, T, 3),
         ``transl`` (B, T, 3) in each chunk's side convention. Raises ``ValueError`` for ids outside their part's range."""
         self._require_codebooks()
         token_ids = self._check_token_ids(token_ids)
@@ -523,7 +524,7 @@ class MotionTokenizerModel(PreTrainedModel):
     def _check_token_ids(self, token_ids: torch.Tensor) -> torch.Tensor:
         config = self.config
         if not isinstance(token_ids, torch.Tensor) or token_ids.is_floating_point() or token_ids.dtype == torch.bool:
-            raise ValueError("token_ids must be an integer tensor of shape (B, 128)")
+            raise ValueError(f"token_ids must be an integer tensor of shape (B, {config.tokens_per_chunk})")
         if token_ids.dim() != 2 or token_ids.shape[1] != config.tokens_per_chunk or token_ids.shape[0] < 1:
             raise ValueError(f"token_ids must have shape (B, {config.tokens_per_chunk}), got {tuple(token_ids.shape)}")
         size, per_part = config.codebook_size, config.tokens_per_part
@@ -560,7 +561,7 @@ class MotionTokenizerModel(PreTrainedModel):
 
     def encode_motion(self, motion: HandMotion) -> torch.Tensor:
         """All full ``chunk_length``-frame chunks of ``motion`` (a trailing partial chunk is dropped) ->
-        (num_chunks, 128) token ids."""
+        (num_chunks, K) token ids."""
         chunks = motion.chunks(self.config.chunk_length)
         if not chunks:
             raise ValueError(
@@ -574,7 +575,7 @@ class MotionTokenizerModel(PreTrainedModel):
         )
 
     def decode_motion(self, token_ids: torch.Tensor, side: str, fps: float = 15.0) -> HandMotion:
-        """(num_chunks, 128) ids of consecutive chunks of one hand -> a HandMotion of num_chunks * T frames."""
+        """(num_chunks, K) ids of consecutive chunks of one hand -> a HandMotion of num_chunks * T frames."""
         mano = self.decode(token_ids, side)
         return HandMotion(
             side=side,
