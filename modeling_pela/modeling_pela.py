@@ -224,7 +224,8 @@ class PELAForPretraining(PELAPreTrainedModel):
 
     Submodules: ``vlm`` (``AutoModelForImageTextToText`` with the extended vocabulary), ``frame_encoder`` (frozen,
     ``None`` for precomputed features), ``perceiver`` (:class:`LatentPerceivers`, ``None`` for the Being-H0
-    baseline). Start from pretrained weights with :meth:`load_backbone_weights`.
+    baseline). Start from pretrained weights with :meth:`from_pretrained_components` (or
+    :meth:`load_backbone_weights` into an existing model).
 
     LoRA with peft: target the backbone's projections (e.g. ``r".*language_model.*[.](q_proj|v_proj)"``), train the new
     rows with ``trainable_token_indices={"embed_tokens": ids, "lm_head": ids}`` (ids ``motion_token_offset ..
@@ -290,11 +291,52 @@ class PELAForPretraining(PELAPreTrainedModel):
             if isinstance(module, LatentPerceivers):
                 module.ema_update(self.config.ema_alpha)
 
+    @classmethod
+    def from_pretrained_components(
+        cls,
+        vlm_name_or_path: str | os.PathLike | None = None,
+        frame_encoder_name_or_path: str | os.PathLike | None = None,
+        *,
+        preset: str = "2b",
+        **config_overrides: Any,
+    ) -> PELAForPretraining:
+        """A PELA model around pretrained components, e.g. InternVL3-2B (``OpenGVLab/InternVL3-2B-hf``) and DINOv3
+        (``facebook/dinov3-vitl16-pretrain-lvd1689m``) or V-JEPA2, or local folders saved with ``save_pretrained``.
+
+        The backbone's and frame encoder's configurations replace the ``preset``'s (``"2b"`` or ``"tiny"``);
+        ``config_overrides`` set any other ``PELAConfig`` field. The motion vocabulary extends the backbone's text
+        vocabulary (new rows start at the mean of the text rows, see :meth:`load_backbone_weights`); the frame
+        encoder is loaded frozen; the perceivers start from scratch. Components not given are built from the
+        preset's configuration with random weights."""
+        overrides = dict(config_overrides)
+        vlm = frame_encoder = None
+        if vlm_name_or_path is not None:
+            vlm = AutoModelForImageTextToText.from_pretrained(vlm_name_or_path)
+            overrides["vlm_config"] = vlm.config
+            overrides["motion_token_offset"] = None
+        if frame_encoder_name_or_path is not None:
+            frame_encoder = AutoModel.from_pretrained(frame_encoder_name_or_path)
+            overrides["frame_encoder_config"] = frame_encoder.config
+            overrides["frame_feature_dim"] = None
+        model = cls(PELAConfig.from_preset(preset, **overrides))
+        model.load_backbone_weights(vlm, frame_encoder)
+        return model
+
     @torch.no_grad()
-    def load_backbone_weights(self, vlm: PreTrainedModel, frame_encoder: PreTrainedModel | None = None) -> None:
+    def load_backbone_weights(
+        self, vlm: PreTrainedModel | None = None, frame_encoder: PreTrainedModel | None = None
+    ) -> None:
         """Copy pretrained weights of the backbone (with its original text vocabulary of ``motion_token_offset``
-        rows) and optionally of the frame encoder into this model. Rows of the new motion/special tokens in the
+        rows) and/or of the frame encoder into this model. Rows of the new motion/special tokens in the
         embeddings and the LM head are set to the mean of the text rows."""
+        if vlm is not None:
+            self._load_vlm_weights(vlm)
+        if frame_encoder is not None:
+            if self.frame_encoder is None:
+                raise ValueError("this PELA model uses precomputed frame features: it has no frame encoder")
+            self.frame_encoder.load_state_dict(frame_encoder.state_dict())
+
+    def _load_vlm_weights(self, vlm: PreTrainedModel) -> None:
         source = vlm.state_dict()
         target = self.vlm.state_dict()
         offset = self.config.motion_token_offset
@@ -309,10 +351,6 @@ class PELAForPretraining(PELAPreTrainedModel):
                 value[offset:].copy_(incoming.float().mean(0).to(value.dtype))
             else:
                 raise ValueError(f"{name}: backbone shape {tuple(incoming.shape)} vs PELA {tuple(value.shape)}")
-        if frame_encoder is not None:
-            if self.frame_encoder is None:
-                raise ValueError("this PELA model uses precomputed frame features: it has no frame encoder")
-            self.frame_encoder.load_state_dict(frame_encoder.state_dict())
 
     # -- token layout --------------------------------------------------------------------------------------------
 

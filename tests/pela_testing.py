@@ -38,10 +38,10 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]", eos_token="</s>")
 
 
-def tiny_processor(config: PELAConfig, frames: bool = True) -> PELAProcessor:
+def tiny_processor(config: PELAConfig, frames: bool = True, frame_size: int = 56) -> PELAProcessor:
     """Processor matching ``config``: 56-px InternVL (GOT-OCR2) image processor, DINOv3 frame processor."""
     image_processor = GotOcr2ImageProcessor(size={"height": 56, "width": 56}, crop_to_patches=False)
-    frame_processor = DINOv3ViTImageProcessor(size={"height": 56, "width": 56}) if frames else None
+    frame_processor = DINOv3ViTImageProcessor(size={"height": frame_size, "width": frame_size}) if frames else None
     return PELAProcessor.from_model_config(config, image_processor, tiny_tokenizer(), frame_processor)
 
 

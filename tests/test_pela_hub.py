@@ -190,3 +190,32 @@ def test_load_backbone_weights_copies_text_rows_and_initialises_motion_rows(save
     assert torch.equal(fresh.frame_encoder.state_dict()[patches], model.frame_encoder.state_dict()[patches])
     with pytest.raises(ValueError, match="backbone shape"):
         fresh.load_backbone_weights(backbone(100))
+
+
+def test_from_pretrained_components_loads_saved_backbone_and_frozen_frame_encoder(tmp_path):
+    """The way real InternVL3 / DINOv3 weights are loaded, with tiny saved components: the backbone's text rows and
+    layers, the frame encoder's weights (frozen), the component configs; the motion vocabulary extends the text one."""
+    from transformers import DINOv3ViTConfig, DINOv3ViTModel
+
+    torch.manual_seed(0)
+    tiny = PELAConfig.tiny()
+    vlm_config = tiny.vlm_config.to_dict()
+    vlm_config["text_config"]["vocab_size"] = tiny.motion_token_offset
+    vlm = AutoModelForImageTextToText.from_config(tiny.vlm_config.__class__(**vlm_config))
+    vlm.save_pretrained(tmp_path / "vlm")
+    encoder = DINOv3ViTModel(DINOv3ViTConfig(hidden_size=48, intermediate_size=96, num_hidden_layers=1,
+                                             num_attention_heads=2, patch_size=8, image_size=64))  # fmt: skip
+    encoder.save_pretrained(tmp_path / "encoder")
+    model = PELAForPretraining.from_pretrained_components(
+        tmp_path / "vlm", tmp_path / "encoder", preset="tiny", align_layer=2
+    )
+    assert model.config.motion_token_offset == tiny.motion_token_offset and model.config.align_layer == 2
+    assert model.config.frame_encoder_config.hidden_size == 48 and model.config.frame_dim == 48
+    rows = model.get_input_embeddings().weight
+    assert rows.shape[0] == tiny.motion_token_offset + 2 * tiny.codebook_size + 5
+    assert torch.equal(rows[: tiny.motion_token_offset], vlm.get_input_embeddings().weight)
+    for name, value in encoder.state_dict().items():
+        assert torch.equal(model.frame_encoder.state_dict()[name], value), name
+    assert not any(p.requires_grad for p in model.frame_encoder.parameters())
+    batch = model_inputs(mask_batch(tiny_processor(model.config, frame_size=64)([make_sample(seed=1)]), model.config))
+    assert torch.isfinite(model(**batch).loss)
