@@ -40,30 +40,42 @@ def evaluate_generation(
     *,
     num_chunks: int = 1,
     num_ensembles: int = 1,
+    batch_size: int = 16,
     keypoints: list[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> dict[str, float]:
     """Generate ``num_chunks`` chunks per labelled row from its instruction + first frame; metrics in cm, plus
     ``distinct_fraction``: the share of distinct generated hand motions (near 0: the model ignores its inputs).
 
-    ``keypoints``, if given, receives ``(generated, true)`` (T, 21, 3) keypoint arrays of every scored hand."""
-    predictions, references = [], []
-    for row in rows:
-        if not row.get("has_motion_labels") or int(row["num_chunks"]) < num_chunks:
-            continue
-        prompt = {**row, "task_type": "motion_generation", "context_chunks": 0}
-        batch = processor(prompt, generation=True)  # a generation prompt holds no motion chunk
-        inputs = {key: batch[key] for key in GENERATION_INPUTS if key in batch}
-        output = model.generate_motion(
-            **inputs, hands=list(row["hands"]), num_chunks=num_chunks, num_ensembles=num_ensembles,
-            motion_tokenizer=motion_tokenizer,
-        )  # fmt: skip
-        frames = num_chunks * processor.chunk_length
-        for side in row["hands"]:
-            generated = {k: v[0].cpu().numpy() for k, v in output.mano[side].items()}
-            predictions.append(mano_keypoints(generated, side, frames, kinematics).numpy())
-            references.append(mano_keypoints(row[f"mano_{side}"], side, frames, kinematics).numpy())
-    if not predictions:
+    Rows with the same hands are decoded together, ``batch_size`` prompts at a time (left-padded; without ensembles
+    the result does not depend on the batching). ``keypoints``, if given, receives ``(generated, true)`` (T, 21, 3) keypoint arrays of
+    every scored hand, in row order."""
+    scored = [row for row in rows if row.get("has_motion_labels") and int(row["num_chunks"]) >= num_chunks]
+    if not scored:
         raise ValueError("no labelled test sample to evaluate")
+    groups: dict[tuple[str, ...], list[int]] = collections.defaultdict(list)
+    for index, row in enumerate(scored):
+        groups[tuple(row["hands"])].append(index)
+    frames = num_chunks * processor.chunk_length
+    generated: dict[tuple[int, str], np.ndarray] = {}
+    for hands, indices in groups.items():
+        for start in range(0, len(indices), batch_size):
+            batch_rows = [scored[i] for i in indices[start : start + batch_size]]
+            prompts = [{**row, "task_type": "motion_generation", "context_chunks": 0} for row in batch_rows]
+            batch = processor(prompts, generation=True)  # a generation prompt holds no motion chunk
+            inputs = {key: batch[key] for key in GENERATION_INPUTS if key in batch}
+            output = model.generate_motion(
+                **inputs, hands=list(hands), num_chunks=num_chunks, num_ensembles=num_ensembles,
+                motion_tokenizer=motion_tokenizer,
+            )  # fmt: skip
+            for offset, index in enumerate(indices[start : start + batch_size]):
+                for side in hands:
+                    mano = {k: v[offset].cpu().numpy() for k, v in output.mano[side].items()}
+                    generated[(index, side)] = mano_keypoints(mano, side, frames, kinematics).numpy()
+    predictions, references = [], []
+    for index, row in enumerate(scored):
+        for side in row["hands"]:
+            predictions.append(generated[(index, side)])
+            references.append(mano_keypoints(row[f"mano_{side}"], side, frames, kinematics).numpy())
     if keypoints is not None:
         keypoints.extend(zip(predictions, references, strict=True))
     metrics = compute_hand_motion_metrics(predictions=predictions, references=references)
