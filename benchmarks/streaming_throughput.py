@@ -168,7 +168,7 @@ def consumption(folder: str, batch_size: int, train_steps: int) -> None:
     tokenizer.fit_normalization(motions)
     tokenizer.init_codebooks(motions)
     rows = [crop_row(row, 2) for row in stream_unihand_mix(folder, "mix", "train")]
-    processor = tiny_processor_for(rows, 512)
+    processor = tiny_processor_for(rows, tokenizer.config)
     collator = PELADataCollator(processor, tokenizer, seed=0)
     start = time.perf_counter()
     for batch in itertools.batched(rows, batch_size):

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from huggingface_hub import ModelCard, ModelCardData
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
-from transformers import PreTrainedTokenizerFast, TrainingArguments
+from transformers import AutoImageProcessor, PreTrainedTokenizerFast, TrainingArguments
 from transformers.models.dinov3_vit.image_processing_dinov3_vit import DINOv3ViTImageProcessor
 from transformers.models.got_ocr2.image_processing_got_ocr2 import GotOcr2ImageProcessor
 
@@ -52,11 +52,36 @@ def build_text_tokenizer(texts: Iterable[str], max_words: int) -> PreTrainedToke
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]", eos_token="</s>")
 
 
-def make_processor(config: PELAConfig, tokenizer: PreTrainedTokenizerFast, image_size: int = 56) -> PELAProcessor:
-    """Processor of a tiny PELA: InternVL-style (GOT-OCR2) image processor, DINOv3 frame processor."""
+def make_processor(
+    config: PELAConfig, tokenizer: PreTrainedTokenizerFast, image_size: int = 56, frame_processor: Any = None
+) -> PELAProcessor:
+    """Processor of a tiny PELA: InternVL-style (GOT-OCR2) image processor and ``frame_processor`` (default: a
+    DINOv3 image processor at ``image_size``)."""
     image_processor = GotOcr2ImageProcessor(size={"height": image_size, "width": image_size}, crop_to_patches=False)
-    frame_processor = DINOv3ViTImageProcessor(size={"height": image_size, "width": image_size})
+    if frame_processor is None:
+        frame_processor = DINOv3ViTImageProcessor(size={"height": image_size, "width": image_size})
     return PELAProcessor.from_model_config(config, image_processor, tokenizer, frame_processor)
+
+
+def motion_vocabulary(tokenizer_config: Any) -> dict[str, int]:
+    """The ``PELAConfig`` fields a motion tokenizer fixes: codebook size, tokens (and latent queries) per chunk,
+    chunk length."""
+    return {
+        "codebook_size": tokenizer_config.codebook_size,
+        "tokens_per_chunk": tokenizer_config.tokens_per_chunk,
+        "num_latent_queries": tokenizer_config.tokens_per_chunk,
+        "chunk_length": tokenizer_config.chunk_length,
+    }
+
+
+def check_motion_vocabulary(owner: str, config: Any, tokenizer_config: Any) -> None:
+    """Raise ``ValueError`` if ``config`` (a PELA config or processor) does not use ``tokenizer_config``'s layout."""
+    for name, value in motion_vocabulary(tokenizer_config).items():
+        if name in ("codebook_size", "tokens_per_chunk", "chunk_length") and getattr(config, name) != value:
+            raise ValueError(
+                f"{owner} has {name}={getattr(config, name)}, but the motion tokenizer has {value}: use a processor "
+                "and model built for this tokenizer"
+            )
 
 
 MOTION_TOKENIZER_SUBFOLDER = "motion_tokenizer"
@@ -73,6 +98,11 @@ class PretrainArguments:
     variant: str = field(default="pela", metadata={"help": f"one of {sorted(VARIANTS)}"})
     model_preset: str = field(default="tiny", metadata={"help": "PELAConfig preset: tiny | 2b"})
     init_from: str | None = field(default=None, metadata={"help": "start from this PELA checkpoint's weights"})
+    frame_encoder: str | None = field(
+        default=None,
+        metadata={"help": "pretrained frame encoder (DINOv3 / V-JEPA2 folder or Hub id), loaded frozen; its image "
+                  "processor is the processor's frame processor (default: the preset's randomly initialised one)"},
+    )  # fmt: skip
     processor: str | None = field(
         default=None,
         metadata={"help": "a saved PELAProcessor (default for the tiny preset: a word-level tokenizer over the data)"},
@@ -109,28 +139,38 @@ def pretraining_stream(args: PretrainArguments, seed: int) -> Any:
 
 
 def build_model(
-    variant: str, preset: str = "tiny", codebook_size: int | None = None, init_from: str | None = None
+    variant: str,
+    preset: str = "tiny",
+    tokenizer_config: Any = None,
+    init_from: str | None = None,
+    frame_encoder: str | None = None,
 ) -> PELAForPretraining:
-    """A fresh (or ``init_from``-initialised) :class:`PELAForPretraining` for one of :data:`VARIANTS`."""
+    """A fresh (or ``init_from``-initialised) :class:`PELAForPretraining` for one of :data:`VARIANTS`, with the motion
+    vocabulary of ``tokenizer_config`` (a ``MotionTokenizerConfig``) and, if given, the pretrained ``frame_encoder``
+    (loaded frozen, :meth:`PELAForPretraining.from_pretrained_components`)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose from {sorted(VARIANTS)}")
     if init_from:
         model = PELAForPretraining.from_pretrained(init_from, **VARIANTS[variant])
-        if codebook_size and model.config.codebook_size != codebook_size:
-            raise ValueError(
-                f"init_from={init_from!r} has codebook size {model.config.codebook_size}, the motion tokenizer "
-                f"{codebook_size}"
-            )
+        if tokenizer_config is not None:
+            check_motion_vocabulary(f"init_from={init_from!r}", model.config, tokenizer_config)
         return model
-    overrides = {"codebook_size": codebook_size} if codebook_size else {}
-    return PELAForPretraining(PELAConfig.from_preset(preset, **VARIANTS[variant], **overrides))
+    overrides = motion_vocabulary(tokenizer_config) if tokenizer_config is not None else {}
+    return PELAForPretraining.from_pretrained_components(
+        frame_encoder_name_or_path=frame_encoder, preset=preset, **VARIANTS[variant], **overrides
+    )
 
 
-def tiny_processor_for(rows: Iterable[Mapping[str, Any]], codebook_size: int) -> PELAProcessor:
-    """Processor of the tiny preset for UniHand-Mix ``rows``: a word-level tokenizer (ids below the tiny model's 256)
-    over their instructions and responses, and the tiny image processors."""
+def tiny_processor_for(
+    rows: Iterable[Mapping[str, Any]], tokenizer_config: Any, frame_encoder: str | None = None
+) -> PELAProcessor:
+    """Processor of the tiny preset for UniHand-Mix ``rows`` and a motion tokenizer's configuration: a word-level
+    tokenizer (ids below the tiny model's 256) over their instructions and responses, the tiny image processor, and
+    the frame processor saved with ``frame_encoder`` (default: the tiny DINOv3 one)."""
     text = build_text_tokenizer((row["instruction"] + " " + row["response"] for row in rows), 250)
-    return make_processor(PELAConfig.tiny(codebook_size=codebook_size), text)
+    frame_processor = AutoImageProcessor.from_pretrained(frame_encoder) if frame_encoder else None
+    config = PELAConfig.tiny(**motion_vocabulary(tokenizer_config))
+    return make_processor(config, text, frame_processor=frame_processor)
 
 
 def pretrain(
@@ -142,13 +182,14 @@ def pretrain(
     *,
     preset: str = "tiny",
     init_from: str | None = None,
+    frame_encoder: str | None = None,
     dataset: str | None = None,
 ) -> tuple[PELAForPretraining, list[dict[str, float]]]:
     """Train one variant on ``train_rows`` (a ``datasets.IterableDataset`` of UniHand-Mix rows); the result is saved
     to ``args.output_dir`` as a self-contained checkpoint (:func:`save_pretraining_checkpoint`). Resumes from the last
     complete checkpoint in ``args.output_dir`` when ``args.resume_from_checkpoint`` is ``"last"``."""
     torch.manual_seed(args.seed)
-    model = build_model(variant, preset, motion_tokenizer.config.codebook_size, init_from).train()
+    model = build_model(variant, preset, motion_tokenizer.config, init_from, frame_encoder).train()
     collator = PELADataCollator(processor, motion_tokenizer, seed=args.seed, objective=model.config.objective)
     if not model.config.align:  # without alignment an unlabelled (video-only) row gives no loss: skip it
         train_rows = train_rows.filter(is_labelled_row)
@@ -171,25 +212,21 @@ def pretrain(
 def run_pretraining(args: PretrainArguments, training_args: TrainingArguments) -> PELAForPretraining:
     """``pela pretrain``: stream ``args.data``, build the processor, train, save a self-contained checkpoint."""
     motion_tokenizer = MotionTokenizerModel.from_pretrained(args.motion_tokenizer).eval()
-    codebook_size = motion_tokenizer.config.codebook_size
     if args.processor:
         processor = PELAProcessor.from_pretrained(args.processor)
     elif args.model_preset == "tiny" and not args.init_from:
-        processor = tiny_processor_for(stream_unihand_mix(args.data, args.dataset_config), codebook_size)
+        rows = stream_unihand_mix(args.data, args.dataset_config)
+        processor = tiny_processor_for(rows, motion_tokenizer.config, args.frame_encoder)
     else:
         raise ValueError(
             f"model_preset={args.model_preset!r} / init_from={args.init_from!r} needs --processor: a saved "
             "PELAProcessor (PELAProcessor.from_model_config(config, vlm_image_processor, vlm_tokenizer, "
             "frame_processor).save_pretrained(DIR), or the folder of a PELA checkpoint)"
         )
-    if processor.codebook_size != codebook_size:
-        raise ValueError(
-            f"processor {args.processor!r} is for codebook size {processor.codebook_size}, but the motion tokenizer "
-            f"{args.motion_tokenizer!r} has {codebook_size}"
-        )
+    check_motion_vocabulary(f"processor {args.processor!r}", processor, motion_tokenizer.config)
     model, _ = pretrain(
         args.variant, pretraining_stream(args, training_args.seed), processor, motion_tokenizer, training_args,
-        preset=args.model_preset, init_from=args.init_from, dataset=args.data,
+        preset=args.model_preset, init_from=args.init_from, frame_encoder=args.frame_encoder, dataset=args.data,
     )  # fmt: skip
     return model
 

@@ -46,7 +46,7 @@ def parts(data_dir):
     tokenizer_model.fit_normalization(motions)
     tokenizer_model.init_codebooks(motions)
     rows = rows_of(stream_unihand_mix(data_dir, "mix", "train"))
-    return tokenizer_model, rows, tiny_processor_for(rows, 128)
+    return tokenizer_model, rows, tiny_processor_for(rows, tokenizer_model.config)
 
 
 def test_text_tokenizer_keeps_frequent_words_below_the_limit():
@@ -123,7 +123,7 @@ def test_trainer_evaluation_decodes_chunks_per_split(data_dir, parts, tmp_path):
         ]
         for split in ("lab", "wild")
     }
-    model = build_model("pela", codebook_size=128).train()
+    model = build_model("pela", tokenizer_config=tokenizer_model.config).train()
     args = pela_training_arguments(
         str(tmp_path), max_steps=2, per_device_train_batch_size=2, logging_steps=1, eval_strategy="steps",
         eval_steps=2, per_device_eval_batch_size=2, save_strategy="no", use_cpu=True, disable_tqdm=True,
