@@ -57,8 +57,10 @@ from transformers.utils import ModelOutput
 
 from .configuration_pela import PELAConfig
 from .perceiver import HANDS, FrameTokenGrid, LatentPerceivers, LatentQueries
+from .rotations import axis_angle_to_rotation_6d, rotation_6d_to_axis_angle
 
 IGNORE_INDEX = -100
+ENSEMBLE_METHODS = ("vote", "mean")
 
 
 def chunk_attention_function(chunk_ids: torch.Tensor) -> Callable:
@@ -150,13 +152,17 @@ class PELAMotionGenerationOutput(ModelOutput):
         hands: the H hands in interleaving order (``"left"`` before ``"right"``).
         sequences: (B, L_prompt + S * H * (K + 2)) int64 model ids: the prompt followed by the generated chunks.
         mano: with a motion tokenizer, ``{hand: {"hand_pose": (B, S*T, 15, 3), "global_orient": (B, S*T, 3),
-            "transl": (B, S*T, 3)}}`` (T = chunk length), else ``None``.
+            "transl": (B, S*T, 3)}}`` (T = chunk length), else ``None``. With ``ensemble_method="mean"`` it is the
+            mean motion of the E ensemble members (rotations averaged in the 6-D representation).
+        ensemble_motion_tokens: (B, E, S, H, K) ids of every ensemble member (``ensemble_method="mean"``), else
+            ``None``; ``motion_tokens`` is member 0 (greedy).
     """
 
     motion_tokens: torch.Tensor | None = None
     hands: tuple[str, ...] | None = None
     sequences: torch.Tensor | None = None
     mano: dict[str, dict[str, torch.Tensor]] | None = None
+    ensemble_motion_tokens: torch.Tensor | None = None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -838,12 +844,15 @@ class PELAForPretraining(PELAPreTrainedModel):
         num_ensembles: int,
         decode_ratio: float,
         ensemble_noise: float,
+        temperature: float | None,
         generator: torch.Generator | None,
     ) -> torch.Tensor:
         """Masked decoding of one chunk (appendix A.3): start from K ``[MASK]``, fix the most confident
         ``round(decode_ratio * K)`` tokens per pass (the cache keeps the prefix; each pass re-reads the chunk). The
         R = B * E rows are E ensemble members per prompt: member 0 orders greedily, the others by confidence plus
-        Gumbel noise (scale ``ensemble_noise``); the members vote per slot, weighted by confidence. -> (R, K) ids."""
+        Gumbel noise (scale ``ensemble_noise``). With ``temperature`` None the members vote per slot, weighted by
+        confidence (every row gets the winner); otherwise members 1.. sample their tokens at ``temperature`` and every
+        row keeps its own chunk. -> (R, K) ids."""
         config, K = self.config, self.config.tokens_per_chunk
         rows, device = attention_mask.shape[0], attention_mask.device
         chunk = torch.full((rows, K), config.mask_token_id, dtype=torch.long, device=device)
@@ -856,18 +865,22 @@ class PELAForPretraining(PELAPreTrainedModel):
         while not bool(decoded.all()):
             hidden, _, _ = self._extend(chunk, slots, cache, attention_mask, next_position)
             cache.crop(past)
-            probs = self.motion_logits(hidden, slots).softmax(-1)
+            logits = self.motion_logits(hidden, slots)
+            probs = logits.softmax(-1)
             best, token = probs.max(-1)
+            if temperature is not None and num_ensembles > 1:
+                sampled = (logits / temperature + _gumbel(logits.shape, generator, device)).argmax(-1)
+                token = torch.where(noisy, sampled, token)
+                best = probs.gather(-1, token[..., None]).squeeze(-1)
             score = best.clamp_min(1e-30).log()
             if num_ensembles > 1 and ensemble_noise > 0:
-                uniform = torch.rand(rows, K, generator=generator, device="cpu").to(device).clamp(1e-9, 1 - 1e-9)
-                score = torch.where(noisy, score - ensemble_noise * torch.log(-torch.log(uniform)), score)
+                score = torch.where(noisy, score + ensemble_noise * _gumbel((rows, K), generator, device), score)
             score = score.masked_fill(decoded, -math.inf)
             pick = score.topk(min(per_pass, K - int(decoded[0].sum())), dim=-1).indices
             chunk.scatter_(1, pick, token.gather(1, pick) + config.motion_token_offset)
             confidence.scatter_(1, pick, best.gather(1, pick))
             decoded.scatter_(1, pick, True)
-        if num_ensembles == 1:
+        if num_ensembles == 1 or temperature is not None:
             return chunk
         codes = (chunk - config.motion_token_offset).view(-1, num_ensembles, K)
         votes = torch.zeros(codes.shape[0], K, config.motion_vocab_size, device=device)
@@ -881,16 +894,25 @@ class PELAForPretraining(PELAPreTrainedModel):
         cache: DynamicCache,
         attention_mask: torch.Tensor,
         next_position: torch.Tensor,
+        num_ensembles: int,
+        temperature: float | None,
+        generator: torch.Generator | None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Greedy autoregressive decoding of one chunk with the KV cache, starting from the final hidden state (R, D)
-        of its ``<mot>``. Returns (R, K) ids and the cache state after the first K-1 tokens (the last one is fed by
-        the caller together with ``</mot>``)."""
+        """Autoregressive decoding of one chunk with the KV cache, starting from the final hidden state (R, D) of its
+        ``<mot>``: greedy, except that ensemble members 1.. of the R = B * E rows sample at ``temperature`` (when
+        given). Returns (R, K) ids and the cache state after the first K-1 tokens (the last one is fed by the caller
+        together with ``</mot>``)."""
         config, K = self.config, self.config.tokens_per_chunk
         rows, device = last_hidden.shape[0], last_hidden.device
         chunk = torch.empty(rows, K, dtype=torch.long, device=device)
+        noisy = torch.arange(rows, device=device) % num_ensembles != 0
         for slot in range(K):
             logits = self.motion_logits(last_hidden, torch.tensor(slot, device=device))
-            chunk[:, slot] = logits.argmax(-1) + config.motion_token_offset
+            token = logits.argmax(-1)
+            if temperature is not None and num_ensembles > 1:
+                sampled = (logits / temperature + _gumbel(logits.shape, generator, device)).argmax(-1)
+                token = torch.where(noisy, sampled, token)
+            chunk[:, slot] = token + config.motion_token_offset
             if slot < K - 1:
                 hidden, attention_mask, next_position = self._extend(
                     chunk[:, slot : slot + 1], torch.tensor([slot], device=device), cache, attention_mask, next_position
@@ -910,7 +932,9 @@ class PELAForPretraining(PELAPreTrainedModel):
         frame_features: torch.FloatTensor | None = None,
         decode_ratio: float = 0.05,
         num_ensembles: int = 1,
+        ensemble_method: str = "vote",
         ensemble_noise: float = 1.0,
+        temperature: float = 1.0,
         generator: torch.Generator | None = None,
         motion_tokenizer: nn.Module | None = None,
     ) -> PELAMotionGenerationOutput:
@@ -921,13 +945,18 @@ class PELAForPretraining(PELAPreTrainedModel):
                 (motion continuation), left-padded if the lengths differ (with ``attention_mask``).
             hands: ``"left"``, ``"right"``, ``"both"`` or a list of sides; chunks are interleaved left then right.
             decode_ratio: fraction of a chunk fixed per masked-decoding pass (about 5% in the paper).
-            num_ensembles: masked-decoding runs per prompt, ensembled by confidence-weighted voting.
-            ensemble_noise: Gumbel noise scale of the decoding order of ensemble members 1.. (member 0 is greedy).
-            generator: random source of that noise.
+            num_ensembles: decoding runs per prompt (E); member 0 is greedy.
+            ensemble_method: ``"vote"`` (masked decoding: members 1.. decode in a Gumbel-perturbed order and the
+                members vote per slot, weighted by confidence: one token sequence) or ``"mean"`` (members 1.. sample
+                their tokens at ``temperature``; ``mano`` is the members' mean motion, the estimate that minimises
+                the expected squared joint error under the model's distribution).
+            ensemble_noise: Gumbel noise scale of the masked decoding order of members 1..
+            temperature: sampling temperature of members 1.. with ``ensemble_method="mean"``.
+            generator: random source of the noise and the samples.
             motion_tokenizer: a ``MotionTokenizerModel`` (``decode(token_ids (M, K), sides)``) to return MANO.
 
-        With ``objective="next_token"`` the chunk is decoded greedily token by token with the KV cache
-        (``num_ensembles`` must be 1). Inputs other than ``input_ids`` follow the module docstring.
+        With ``objective="next_token"`` the chunk is decoded token by token with the KV cache (greedy; ensembles
+        only with ``ensemble_method="mean"``). Inputs other than ``input_ids`` follow the module docstring.
         """
         config = self.config
         hands = self._normalize_hands(hands)
@@ -941,14 +970,21 @@ class PELAForPretraining(PELAPreTrainedModel):
             raise ValueError(f"decode_ratio must be in (0, 1], got {decode_ratio}")
         if not isinstance(num_ensembles, int) or num_ensembles < 1:
             raise ValueError(f"num_ensembles must be a positive int, got {num_ensembles!r}")
+        if ensemble_method not in ENSEMBLE_METHODS:
+            raise ValueError(f"ensemble_method must be one of {ENSEMBLE_METHODS}, got {ensemble_method!r}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
         masked = config.objective == "masked_chunk"
-        if not masked and num_ensembles != 1:
-            raise ValueError("ensembles apply to masked decoding; the next_token objective decodes greedily once")
+        if not masked and num_ensembles != 1 and ensemble_method == "vote":
+            raise ValueError(
+                "ensemble_method='vote' applies to masked decoding; the next_token objective ensembles with 'mean'"
+            )
+        sample_temperature = temperature if ensemble_method == "mean" else None
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         self._chunk_positions(input_ids, self.chunk_ids_from_input_ids(input_ids))  # context chunks well formed
         batch, device = input_ids.shape[0], input_ids.device
-        ensembles = num_ensembles if masked else 1
+        ensembles = num_ensembles
         embeds = self._embed(input_ids, pixel_values, frame_pixel_values, frame_features)
         mot_start = torch.full((batch, 1), config.mot_start_token_id, dtype=torch.long, device=device)
         embeds = torch.cat([embeds, self.get_input_embeddings()(mot_start)], dim=1).repeat_interleave(ensembles, 0)
@@ -964,12 +1000,13 @@ class PELAForPretraining(PELAPreTrainedModel):
         for index in range(len(steps)):
             if masked:
                 chunk = self._decode_chunk_masked(
-                    cache, attention, next_position, ensembles, decode_ratio, ensemble_noise, generator
-                )
+                    cache, attention, next_position, ensembles, decode_ratio, ensemble_noise, sample_temperature,
+                    generator,
+                )  # fmt: skip
                 tail = chunk
             else:
                 chunk, attention, next_position = self._decode_chunk_next_token(
-                    last_hidden, cache, attention, next_position
+                    last_hidden, cache, attention, next_position, ensembles, sample_temperature, generator
                 )
                 tail = chunk[:, -1:]
             closing = [config.mot_end_token_id] + ([config.mot_start_token_id] if index + 1 < len(steps) else [])
@@ -979,16 +1016,20 @@ class PELAForPretraining(PELAPreTrainedModel):
                 torch.cat([tail, closing], 1), slots, cache, attention, next_position
             )
             last_hidden = hidden[:, -1]
-            generated.append(chunk[::ensembles])
-        tokens = torch.stack(generated, 1).view(batch, num_chunks, len(hands), K)
+            generated.append(chunk)
+        members = torch.stack(generated, 1).view(batch, ensembles, num_chunks, len(hands), K)
+        members = members - config.motion_token_offset
         sequences = [input_ids]
         for chunk in generated:
-            sequences += [mot_start, chunk, mot_start.new_full((batch, 1), config.mot_end_token_id)]
-        motion_tokens = tokens - config.motion_token_offset
-        mano = None if motion_tokenizer is None else self._decode_mano(motion_tokenizer, motion_tokens, hands)
+            sequences += [mot_start, chunk[::ensembles], mot_start.new_full((batch, 1), config.mot_end_token_id)]
+        averaged = ensemble_method == "mean"
+        mano = None
+        if motion_tokenizer is not None:
+            mano = self._decode_mano(motion_tokenizer, members if averaged else members[:, :1], hands)
         return PELAMotionGenerationOutput(
-            motion_tokens=motion_tokens, hands=hands, sequences=torch.cat(sequences, 1), mano=mano
-        )
+            motion_tokens=members[:, 0], hands=hands, sequences=torch.cat(sequences, 1), mano=mano,
+            ensemble_motion_tokens=members if averaged else None,
+        )  # fmt: skip
 
     @staticmethod
     def _normalize_hands(hands: str | Sequence[str]) -> tuple[str, ...]:
@@ -1000,7 +1041,8 @@ class PELAForPretraining(PELAPreTrainedModel):
     def _decode_mano(
         self, motion_tokenizer: nn.Module, motion_tokens: torch.Tensor, hands: tuple[str, ...]
     ) -> dict[str, dict[str, torch.Tensor]]:
-        """(B, S, H, K) tokenizer ids -> per hand MANO parameters over the S * chunk_length frames."""
+        """(B, E, S, H, K) tokenizer ids of E ensemble members -> per hand MANO parameters over the S * chunk_length
+        frames, the mean over the members (rotations averaged as 6-D representations, then re-orthonormalised)."""
         tokenizer_config = motion_tokenizer.config
         if tokenizer_config.vocab_size != self.config.motion_vocab_size or (
             tokenizer_config.tokens_per_chunk != self.config.tokens_per_chunk
@@ -1010,12 +1052,24 @@ class PELAForPretraining(PELAPreTrainedModel):
                 f"{tokenizer_config.tokens_per_chunk} tokens per chunk, PELA {self.config.motion_vocab_size} and "
                 f"{self.config.tokens_per_chunk}"
             )
-        batch, steps = motion_tokens.shape[:2]
+        batch, members, steps = motion_tokens.shape[:3]
         mano = {}
         for index, hand in enumerate(hands):
-            decoded = motion_tokenizer.decode(motion_tokens[:, :, index].flatten(0, 1), hand)
-            mano[hand] = {key: value.unflatten(0, (batch, steps)).flatten(1, 2) for key, value in decoded.items()}
+            decoded = motion_tokenizer.decode(motion_tokens[:, :, :, index].flatten(0, 2), hand)
+            mano[hand] = {}
+            for key, value in decoded.items():
+                value = value.unflatten(0, (batch, members, steps)).flatten(2, 3)  # (B, E, S*T, ...)
+                if key == "transl":
+                    mano[hand][key] = value.mean(1)
+                else:
+                    mano[hand][key] = rotation_6d_to_axis_angle(axis_angle_to_rotation_6d(value).mean(1))
         return mano
+
+
+def _gumbel(shape: Sequence[int], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """Standard Gumbel noise of ``shape`` drawn on the CPU from ``generator`` (reproducible on any device)."""
+    uniform = torch.rand(tuple(shape), generator=generator, device="cpu").clamp(1e-9, 1 - 1e-9)
+    return -torch.log(-torch.log(uniform)).to(device)
 
 
 AutoConfig.register(PELAConfig.model_type, PELAConfig, exist_ok=True)

@@ -310,7 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True, help="exported UniHand-Mix folder or Hub dataset id")
     evaluate.add_argument("--splits", nargs="+", default=["lab", "wild"], choices=["lab", "wild"])
     evaluate.add_argument("--num-chunks", type=int, default=1, help="generated chunks per test clip")
-    evaluate.add_argument("--num-ensembles", type=int, default=1, help="masked decoding passes averaged")
+    evaluate.add_argument(
+        "--num-ensembles",
+        type=int,
+        default=1,
+        help="decoding runs per clip (members 1.. sample); their mean motion is scored",
+    )
     evaluate.add_argument("--max-rows", type=int, default=None, help="at most this many clips per split")
     evaluate.add_argument("--output", default=None, help="also write the metrics to this JSON file")
     _add_kinematics_arg(evaluate)
@@ -324,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--instruction", required=True)
     generate.add_argument("--hands", nargs="+", default=["left", "right"], choices=["left", "right"])
     generate.add_argument("--num-chunks", type=int, default=1)
-    generate.add_argument("--num-ensembles", type=int, default=1)
+    generate.add_argument("--num-ensembles", type=int, default=1, help="decoding runs averaged (members 1.. sample)")
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--focal-factor", type=float, default=0.9, help="focal length / image width")
     generate.add_argument("--output", default="outputs/generated.png")

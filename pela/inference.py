@@ -49,8 +49,9 @@ def evaluate_checkpoint(
             if max_rows is not None and len(rows) >= max_rows:
                 break
         results[split] = evaluate_generation(
-            model, processor, motion_tokenizer, rows, kinematics, num_chunks=num_chunks, num_ensembles=num_ensembles
-        )
+            model, processor, motion_tokenizer, rows, kinematics, num_chunks=num_chunks, num_ensembles=num_ensembles,
+            generator=torch.Generator().manual_seed(0),
+        )  # fmt: skip
         results[split]["kinematics"] = kinematics.source
     return results
 
@@ -67,7 +68,8 @@ def generate_for_image(
     seed: int = 0,
 ) -> dict[str, dict[str, np.ndarray]]:
     """MANO of ``num_chunks`` generated chunks per hand: ``{hand: {"hand_pose" (T, 15, 3), "global_orient" (T, 3),
-    "transl" (T, 3)}}`` with ``T = num_chunks * chunk_length``."""
+    "transl" (T, 3)}}`` with ``T = num_chunks * chunk_length``; with ``num_ensembles`` > 1 the mean motion of that many
+    decoding runs (seeded by ``seed``)."""
     model, processor, motion_tokenizer = load_pretraining_checkpoint(checkpoint)
     prompt = {
         "id": "prompt", "instruction": instruction, "first_frame": image.convert("RGB"), "hands": list(hands),
@@ -76,7 +78,8 @@ def generate_for_image(
     batch = processor(prompt, generation=True)
     output = model.generate_motion(
         **{key: batch[key] for key in GENERATION_INPUTS if key in batch}, hands=list(hands), num_chunks=num_chunks,
-        num_ensembles=num_ensembles, generator=torch.Generator().manual_seed(seed), motion_tokenizer=motion_tokenizer,
+        num_ensembles=num_ensembles, ensemble_method="mean", generator=torch.Generator().manual_seed(seed),
+        motion_tokenizer=motion_tokenizer,
     )  # fmt: skip
     return {hand: {k: v[0].cpu().numpy() for k, v in output.mano[hand].items()} for hand in hands}
 

@@ -104,7 +104,7 @@ def test_next_token_decoding_with_kv_cache_is_greedy_teacher_forcing(processor):
     assert out.hands == ("left", "right")
     logits = teacher_forced_logits(model, inputs, out.sequences, None)
     assert torch.equal(logits.argmax(-1), out.motion_tokens.flatten(1, 2))
-    with pytest.raises(ValueError, match="ensembles apply to masked decoding"):
+    with pytest.raises(ValueError, match="'vote' applies to masked decoding"):
         model.generate_motion(**inputs, hands="left", num_ensembles=2)
 
 
@@ -128,13 +128,42 @@ def test_continuation_prompt_keeps_the_context_chunks(model, processor):
     assert torch.equal(logits[:, 2].argmax(-1), out.motion_tokens[:, 0, 0])
 
 
-def test_mano_through_the_motion_tokenizer(model, processor):
+@pytest.fixture(scope="module")
+def tokenizer() -> MotionTokenizerModel:
     torch.manual_seed(0)
     tokenizer_config = MotionTokenizerConfig(codebook_size=CODEBOOK, encoder_width=16, decoder_width=16, latent_dim=16)
     tokenizer = MotionTokenizerModel(tokenizer_config).eval()
     motions = [HandMotion("right", torch.randn(30, 45) * 0.2, torch.randn(30, 3), torch.randn(30, 3))]
     tokenizer.fit_normalization(motions)
     tokenizer.init_codebooks(motions)
+    return tokenizer
+
+
+@pytest.mark.parametrize("objective", ["masked_chunk", "next_token"])
+def test_mean_ensembles_average_the_members_motions(objective, processor, tokenizer):
+    """Members 1.. sample; the MANO is their mean motion (translations averaged, rotations averaged in 6-D)."""
+    model = tiny_model(seed=3, objective=objective, align=False)
+    inputs = prompt(processor, make_sample(seed=8), make_sample(seed=9))
+    options = dict(hands="right", decode_ratio=0.25, motion_tokenizer=tokenizer, ensemble_method="mean")
+    greedy = model.generate_motion(**inputs, **options)
+    cold = model.generate_motion(**inputs, **options, num_ensembles=3, temperature=1e-4, ensemble_noise=0.0)
+    assert torch.equal(cold.ensemble_motion_tokens[:, 1], cold.motion_tokens)  # near-zero temperature: greedy
+    torch.testing.assert_close(cold.mano["right"]["transl"], greedy.mano["right"]["transl"])
+    hot = [
+        model.generate_motion(**inputs, **options, num_ensembles=4, generator=torch.Generator().manual_seed(1))
+        for _ in range(2)
+    ]
+    assert torch.equal(hot[0].ensemble_motion_tokens, hot[1].ensemble_motion_tokens)  # reproducible
+    members = hot[0].ensemble_motion_tokens
+    assert members.shape == (2, 4, 1, 1, K) and torch.equal(members[:, 0], greedy.motion_tokens)
+    assert not torch.equal(members[:, 1], members[:, 0])  # sampled members differ from the greedy one
+    decoded = tokenizer.decode(members[:, :, 0, 0].flatten(0, 1), "right")
+    torch.testing.assert_close(hot[0].mano["right"]["transl"], decoded["transl"].unflatten(0, (2, 4)).mean(1))
+    with pytest.raises(ValueError, match="ensemble_method"):
+        model.generate_motion(**inputs, hands="right", ensemble_method="median")
+
+
+def test_mano_through_the_motion_tokenizer(model, processor, tokenizer):
     inputs = prompt(processor, make_sample(hands=("left", "right"), seed=7))
     out = model.generate_motion(**inputs, hands="both", num_chunks=2, decode_ratio=0.5, motion_tokenizer=tokenizer)
     assert set(out.mano) == {"left", "right"}

@@ -40,11 +40,15 @@ def evaluate_generation(
     *,
     num_chunks: int = 1,
     num_ensembles: int = 1,
+    ensemble_method: str = "mean",
     batch_size: int = 16,
+    generator: torch.Generator | None = None,
     keypoints: list[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> dict[str, float]:
     """Generate ``num_chunks`` chunks per labelled row from its instruction + first frame; metrics in cm, plus
     ``distinct_fraction``: the share of distinct generated hand motions (near 0: the model ignores its inputs).
+    ``num_ensembles`` > 1 decodes that many members per prompt and scores their mean motion (``ensemble_method="mean"``,
+    see ``PELAForPretraining.generate_motion``), drawn from ``generator``.
 
     Rows with the same hands are decoded together, ``batch_size`` prompts at a time (left-padded; without ensembles
     the result does not depend on the batching). ``keypoints``, if given, receives ``(generated, true)`` (T, 21, 3) keypoint arrays of
@@ -65,7 +69,7 @@ def evaluate_generation(
             inputs = {key: batch[key] for key in GENERATION_INPUTS if key in batch}
             output = model.generate_motion(
                 **inputs, hands=list(hands), num_chunks=num_chunks, num_ensembles=num_ensembles,
-                motion_tokenizer=motion_tokenizer,
+                ensemble_method=ensemble_method, generator=generator, motion_tokenizer=motion_tokenizer,
             )  # fmt: skip
             for offset, index in enumerate(indices[start : start + batch_size]):
                 for side in hands:
