@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
+from .demo import MODELS
 
 
 def _add_kinematics_arg(parser: argparse.ArgumentParser) -> None:
@@ -26,18 +27,22 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     config = DemoConfig(
         output_dir=args.output_dir,
         seed=args.seed,
-        num_lab_clips=args.num_lab_clips,
-        num_wild_clips=args.num_wild_clips,
+        seeds=tuple(args.seeds or (args.seed,)),
+        num_dataset_clips=args.num_dataset_clips,
         image_size=args.image_size,
         tokenizer_steps=args.tokenizer_steps,
         codebook_size=args.codebook_size,
-        num_workers=args.num_workers,
-        mano_dir=args.mano_dir,
-        num_dataset_clips=args.num_dataset_clips,
+        num_quantizers=args.num_quantizers,
+        frame_encoder_steps=args.frame_encoder_steps,
         pretrain_steps=args.pretrain_steps,
         batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        num_ensembles=args.num_ensembles,
         wild_fraction=args.wild_fraction,
+        wild_fractions=tuple(args.wild_fractions or ()),
         models=tuple(args.models),
+        num_workers=args.num_workers,
+        mano_dir=args.mano_dir,
     )
     run_demo(config)
     return 0
@@ -100,18 +105,18 @@ def _cmd_data_tokenize(args: argparse.Namespace) -> int:
 
 
 def _cmd_tokenizer_train(args: argparse.Namespace) -> int:
-    from .jobs import train_tokenizer_on_procedural
+    from .jobs import train_tokenizer_on_export, train_tokenizer_on_procedural
 
-    metrics = train_tokenizer_on_procedural(
-        output_dir=args.output_dir,
-        num_clips=args.num_clips,
-        max_steps=args.max_steps,
-        batch_size=args.batch_size,
-        codebook_size=args.codebook_size,
-        seed=args.seed,
-        num_workers=args.num_workers,
-        mano_dir=args.mano_dir,
-    )
+    options = dict(
+        max_steps=args.max_steps, batch_size=args.batch_size, codebook_size=args.codebook_size,
+        num_quantizers=args.num_quantizers, seed=args.seed, mano_dir=args.mano_dir,
+    )  # fmt: skip
+    if args.data:
+        metrics = train_tokenizer_on_export(args.data, args.output_dir, **options)
+    else:
+        metrics = train_tokenizer_on_procedural(
+            output_dir=args.output_dir, num_clips=args.num_clips, num_workers=args.num_workers, **options
+        )
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -215,23 +220,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the main job on built-in procedural data (no downloads)")
     demo.add_argument("--output-dir", default="outputs/demo")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--num-lab-clips", type=int, default=800)
-    demo.add_argument("--num-wild-clips", type=int, default=500)
-    demo.add_argument("--image-size", type=int, default=96)
+    demo.add_argument("--seed", type=int, default=0, help="seed of the data, tokenizer and frame encoder")
+    demo.add_argument(
+        "--seeds", type=int, nargs="+", default=None,
+        help="training seeds of the models (default: --seed); the table reports mean +- std over them",
+    )  # fmt: skip
+    demo.add_argument("--num-dataset-clips", type=int, default=2000, help="procedural UniHand-Mix clips (lab + wild)")
+    demo.add_argument("--image-size", type=int, default=64, help="frame size in pixels")
     demo.add_argument("--tokenizer-steps", type=int, default=400)
-    demo.add_argument("--codebook-size", type=int, default=512)
-    demo.add_argument("--num-workers", type=int, default=2)
-    demo.add_argument("--num-dataset-clips", type=int, default=600, help="procedural UniHand-Mix clips (lab + wild)")
-    demo.add_argument("--pretrain-steps", type=int, default=150, help="optimiser steps per pretrained model")
+    demo.add_argument("--codebook-size", type=int, default=64)
+    demo.add_argument(
+        "--num-quantizers",
+        type=int,
+        default=2,
+        help="residual quantizers per group (the paper's 8: 128 tokens a chunk)",
+    )
+    demo.add_argument("--frame-encoder-steps", type=int, default=300)
+    demo.add_argument("--pretrain-steps", type=int, default=1200, help="optimiser steps per pretrained model")
     demo.add_argument("--batch-size", type=int, default=8)
+    demo.add_argument("--learning-rate", type=float, default=3e-3)
+    demo.add_argument("--num-ensembles", type=int, default=16, help="decoding runs averaged per test clip")
     demo.add_argument(
         "--wild-fraction", type=float, default=1.0, help="share of the wild training clips used (paper Fig. 3)"
     )
     demo.add_argument(
-        "--models", nargs="+", default=["pela", "pela_wo_align", "next_token"],
-        choices=["pela", "pela_wo_align", "next_token"],
+        "--wild-fractions", type=float, nargs="+", default=None,
+        help="also train PELA at each of these shares of the wild clips (paper Fig. 3 sweep, e.g. 0 0.25 0.5 1.0)",
     )  # fmt: skip
+    demo.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    demo.add_argument("--num-workers", type=int, default=2, help="data generator processes and models trained at once")
     _add_kinematics_arg(demo)
     demo.set_defaults(func=_cmd_demo)
 
@@ -339,12 +356,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     tok = sub.add_parser("tokenizer", help="the GRQ-VAE motion tokenizer")
     tok_sub = tok.add_subparsers(dest="tokenizer_command", metavar="ACTION", required=True)
-    train = tok_sub.add_parser("train", help="train on built-in procedural lab motion and evaluate held-out MPJPE")
+    train = tok_sub.add_parser(
+        "train", help="train on an exported UniHand-Mix (--data) or built-in procedural lab motion; held-out MPJPE"
+    )
     train.add_argument("--output-dir", default="outputs/motion_tokenizer")
-    train.add_argument("--num-clips", type=int, default=1500)
+    train.add_argument(
+        "--data", default=None,
+        help="exported UniHand-Mix folder or Hub id: train on its lab train split (default: built-in procedural clips)",
+    )  # fmt: skip
+    train.add_argument("--num-clips", type=int, default=1500, help="built-in procedural clips (without --data)")
     train.add_argument("--max-steps", type=int, default=1500)
     train.add_argument("--batch-size", type=int, default=64)
     train.add_argument("--codebook-size", type=int, default=512)
+    train.add_argument("--num-quantizers", type=int, default=8, help="residual quantizers per group (8: 128 tokens)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--num-workers", type=int, default=2)
     _add_kinematics_arg(train)

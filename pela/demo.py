@@ -1,160 +1,375 @@
 """``pela demo``: the main job on built-in procedural data, nothing downloaded.
 
-Stages: (1) export the procedural UniHand-Mix (lab + curated wild) as a Hub-native folder; (2) train the GRQ-VAE
-motion tokenizer and measure its reconstruction; (3) pretrain tiny PELA and the paper's baselines (w/o align,
-next-token) on the streamed ``mix`` train split; (4) generate the first chunk of every labelled Lab / Wild test
-sample from its instruction and first frame and score it (MPJPE, PA-MPJPE, MWTE, MDE in cm, built-in skeleton).
+Stages:
 
-Outputs in ``output_dir``: ``results.json`` (``{model: {"lab"|"wild": metrics}}``), ``tokenizer_metrics.json``,
-``run_info.json`` (config, timings, data counts), ``loss_curves.png``, ``generated_<model>.png``, previews.
+1. export the procedural UniHand-Mix (lab + curated wild) as a Hub-native folder (``data/``);
+2. train the GRQ-VAE motion tokenizer on its lab *train* split and measure reconstruction (``motion_tokenizer/``);
+3. precompute the motion tokens of the export (``pela data tokenize``);
+4. pretrain the frozen frame encoder, a small DINOv3-architecture stand-in, on the lab *train* frames by masked image
+   modelling (``frame_encoder/``; real runs load DINOv3 weights the same way);
+5. pretrain PELA and the paper's baselines (w/o align, next-token) on the streamed ``mix`` train split, one model per
+   (variant, seed[, wild fraction]), ``num_workers`` models at a time in separate processes;
+6. generate the first chunk of every labelled Lab / Wild test sample from its instruction and first frame (mean of
+   ``num_ensembles`` decoding runs) and score it (MPJPE, PA-MPJPE, MWTE, MDE in cm, built-in skeleton), next to two
+   references without a model: the mean training motion and the tokenizer round trip (the decoding upper bound).
+
+Outputs in ``output_dir``: ``results.json`` (``{model: {"lab"|"wild": metrics}}``, metrics averaged over seeds with
+``<metric>_std``), ``references.json``, ``tokenizer_metrics.json``, ``run_info.json`` (config, timings, per-seed
+results, loss histories), ``loss_curves.png``, ``generated_<model>.png``, previews, and with ``wild_fractions`` the
+sweep of paper Fig. 3 (``wild_fraction_sweep.json`` / ``.png``).
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
+
+MODELS = ("pela", "pela_wo_align", "next_token")
+METRICS = ("mpjpe", "pa_mpjpe", "mwte", "mde")
+SPLITS = ("lab", "wild")
 
 
 @dataclass
 class DemoConfig:
     output_dir: str = "outputs/demo"
     seed: int = 0
-    num_lab_clips: int = 800
-    num_wild_clips: int = 500
-    image_size: int = 96
+    seeds: tuple[int, ...] = (0,)
+    num_dataset_clips: int = 2000
+    image_size: int = 64
     tokenizer_steps: int = 400
-    codebook_size: int = 512
+    codebook_size: int = 64
+    num_quantizers: int = 2
+    frame_encoder_steps: int = 300
+    pretrain_steps: int = 1200
+    batch_size: int = 8
+    learning_rate: float = 3e-3
+    max_train_chunks: int = 1
+    num_ensembles: int = 16
+    wild_fraction: float = 1.0
+    wild_fractions: tuple[float, ...] = ()
+    models: tuple[str, ...] = MODELS
     num_workers: int = 2
     mano_dir: str | None = None
-    num_dataset_clips: int = 600
-    pretrain_steps: int = 150
-    batch_size: int = 8
-    max_train_chunks: int = 2
-    wild_fraction: float = 1.0
-    models: tuple[str, ...] = ("pela", "pela_wo_align", "next_token")
 
 
 def run_demo(config: DemoConfig) -> dict:
-    from .jobs import preview_procedural_clips, train_tokenizer_on_procedural
+    from .jobs import (
+        pretrain_frame_encoder_on_export,
+        preview_procedural_clips,
+        train_tokenizer_on_export,
+    )
 
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    start = time.time()
+    start, stages = time.time(), {}
     for style in ("lab", "wild"):
-        path = preview_procedural_clips(str(out / f"preview_{style}.png"), style, 4, config.seed, config.image_size)
+        path = preview_procedural_clips(str(out / f"preview_{style}.png"), style, 4, config.seed, 96)
         print(f"[demo] wrote {path}")
-    print(f"[demo] training the motion tokenizer on {config.num_lab_clips} procedural lab clips ...")
-    metrics = train_tokenizer_on_procedural(
-        output_dir=str(out / "motion_tokenizer"),
-        num_clips=config.num_lab_clips,
-        max_steps=config.tokenizer_steps,
-        batch_size=64,
-        codebook_size=config.codebook_size,
-        seed=config.seed,
-        num_workers=config.num_workers,
+    data = _export(config, out)
+    stages["export"] = round(time.time() - start, 1)
+
+    print("[demo] training the motion tokenizer on the lab train split ...")
+    tick = time.time()
+    metrics = train_tokenizer_on_export(
+        str(data), str(out / "motion_tokenizer"), max_steps=config.tokenizer_steps, batch_size=64,
+        codebook_size=config.codebook_size, num_quantizers=config.num_quantizers, seed=config.seed,
         mano_dir=config.mano_dir,
-    )
+    )  # fmt: skip
     (out / "tokenizer_metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(f"\nMotion tokenizer reconstruction (kinematics: {metrics['kinematics']}), cm")
-    print(f"{'split':<6} {'MPJPE':>7} {'PA-MPJPE':>9} {'MWTE':>7} {'MDE':>7} {'usage(w/f)':>12}")
-    for split in ("lab", "wild"):
-        m = metrics[split]
-        print(
-            f"{split:<6} {m['mpjpe']:7.2f} {m['pa_mpjpe']:9.2f} {m['mwte']:7.2f} {m['mde']:7.2f} "
-            f"{m['wrist_usage']:.2f}/{m['finger_usage']:.2f}"
-        )
-    results, info = _pretrain_and_evaluate(config, out)
-    info.update(config=asdict(config), seconds=round(time.time() - start, 1))
+    print(format_tokenizer_table(metrics))
+    stages["tokenizer"] = round(time.time() - tick, 1)
+
+    tick = time.time()
+    _tokenize(data, out / "motion_tokenizer")
+    stages["tokenize"] = round(time.time() - tick, 1)
+
+    print("[demo] pretraining the frame encoder (DINOv3 stand-in) on the lab train frames ...")
+    tick = time.time()
+    frame_info = pretrain_frame_encoder_on_export(
+        str(data), str(out / "frame_encoder"), image_size=config.image_size, patch_size=8,
+        max_steps=config.frame_encoder_steps, seed=config.seed,
+    )  # fmt: skip
+    stages["frame_encoder"] = round(time.time() - tick, 1)
+
+    tick = time.time()
+    runs, references = _pretrain_and_evaluate(config, out, data)
+    stages["models"] = round(time.time() - tick, 1)
+    results = aggregate(runs, config.models, config.seeds, config.wild_fraction)
+    info = {
+        "config": asdict(config),
+        "seconds": round(time.time() - start, 1),
+        "stage_seconds": stages,
+        "frame_encoder": frame_info,
+        "references": references,
+        "runs": runs,
+    }
     (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "references.json").write_text(json.dumps(references, indent=2))
     (out / "run_info.json").write_text(json.dumps(info, indent=2))
-    print(format_table(results, info["reference_mean_motion"]))
+    print(format_table(results, references, len(config.seeds)))
+    if config.wild_fractions:
+        sweep = aggregate_sweep(runs, config.wild_fractions)
+        (out / "wild_fraction_sweep.json").write_text(json.dumps(sweep, indent=2))
+        plot_sweep(sweep, out / "wild_fraction_sweep.png")
+        print(format_sweep(sweep))
     print(f"\n[demo] done in {info['seconds']} s; results in {out / 'results.json'}")
     return results
 
 
-def format_table(results: dict, reference: dict | None = None) -> str:
-    """Table 1 of the paper in miniature: one row per model, Lab and Wild columns (cm); ``reference`` (the
-    mean-motion predictor) as a last row in parentheses."""
-    keys = ("mpjpe", "pa_mpjpe", "mwte", "mde")
-    header = f"{'model':<15}" + "".join(f"{s + ' ' + k.upper():>15}" for s in ("Lab", "Wild") for k in keys)
-    lines = ["", "Hand motion generation, first chunk of each test sample (cm, built-in skeleton)", header]
-    rows = [*results.items(), *((("(mean motion)", reference),) if reference else ())]
-    for name, splits in rows:
-        lines.append(f"{name:<15}" + "".join(f"{splits[s][k]:15.2f}" for s in ("lab", "wild") for k in keys))
+def _export(config: DemoConfig, out: Path) -> Path:
+    from datasets_unihand_mix.builder import UniHandMix
+    from datasets_unihand_mix.export import export_hub_folder
+
+    data = out / "data"
+    if not (data / "README.md").exists():
+        print(f"[demo] exporting {config.num_dataset_clips} procedural UniHand-Mix clips to {data} ...")
+        builder = UniHandMix(
+            config_name="toy", num_clips=config.num_dataset_clips, seed=config.seed, image_size=config.image_size,
+            num_workers=config.num_workers,
+        )  # fmt: skip
+        export_hub_folder(builder, data, overwrite=True)
+    return data
+
+
+def _tokenize(data: Path, tokenizer_dir: Path) -> None:
+    from datasets_unihand_mix.motion_tokens import tokenize_hub_folder
+    from modeling_pela import MotionTokenizerModel
+
+    summary = tokenize_hub_folder(data, MotionTokenizerModel.from_pretrained(str(tokenizer_dir)))
+    print(f"[demo] precomputed {summary.hand_chunks} hand-chunk token sequences ({summary.fingerprint})")
+
+
+def _jobs(config: DemoConfig) -> list[dict[str, Any]]:
+    """One job per model to train: every variant for every seed at ``wild_fraction``, then (sweep) PELA at every
+    other wild fraction."""
+    jobs = [
+        {"variant": name, "seed": seed, "wild_fraction": config.wild_fraction}
+        for seed in config.seeds
+        for name in config.models
+    ]
+    for fraction in config.wild_fractions:
+        if fraction != config.wild_fraction or "pela" not in config.models:
+            jobs += [{"variant": "pela", "seed": seed, "wild_fraction": fraction} for seed in config.seeds]
+    return jobs
+
+
+def job_name(job: dict[str, Any], config: DemoConfig) -> str:
+    name = job["variant"]
+    if len(config.seeds) > 1:
+        name += f"-seed{job['seed']}"
+    if job["wild_fraction"] != config.wild_fraction:
+        name += f"-wild{job['wild_fraction']:g}"
+    return name
+
+
+def _pretrain_and_evaluate(config: DemoConfig, out: Path, data: Path) -> tuple[list[dict], dict]:
+    import torch
+
+    from datasets_unihand_mix.streaming import stream_unihand_mix
+    from modeling_pela import MotionTokenizerModel, load_hand_kinematics
+    from trainers.generation_eval import evaluate_mean_motion, evaluate_round_trip
+
+    from .pretraining import crop_row, rows_of, tiny_processor_for
+
+    torch.set_num_threads(1)
+    all_train = rows_of(stream_unihand_mix(str(data), "mix", "train"))
+    tokenizer = MotionTokenizerModel.from_pretrained(str(out / "motion_tokenizer")).eval()
+    processor = tiny_processor_for(all_train, tokenizer.config, str(out / "frame_encoder"))
+    processor.save_pretrained(out / "processor")
+    kinematics = load_hand_kinematics(config.mano_dir)
+    tests = {
+        split: [crop_row(r, 1) for r in rows_of(stream_unihand_mix(str(data), split, "test")) if r["has_motion_labels"]]
+        for split in SPLITS
+    }
+    references = {
+        "mean motion": {split: evaluate_mean_motion(all_train, rows, kinematics) for split, rows in tests.items()},
+        "tokenizer round trip": {
+            split: evaluate_round_trip(tokenizer, rows, kinematics) for split, rows in tests.items()
+        },
+    }
+    jobs = [
+        {**job, "name": job_name(job, config), "output_dir": str(out / "models" / job_name(job, config))}
+        for job in _jobs(config)
+    ]
+    shared = {"config": asdict(config), "data": str(data), "out": str(out)}
+    workers = max(1, min(config.num_workers, len(jobs)))
+    print(f"[demo] pretraining {len(jobs)} models, {workers} at a time ({config.pretrain_steps} steps each) ...")
+    if workers == 1:
+        runs = [train_and_score({**shared, **job}) for job in jobs]
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            runs = list(pool.map(train_and_score, [{**shared, **job} for job in jobs]))
+    plot_runs(runs, out)
+    return runs, references
+
+
+def train_and_score(job: dict[str, Any]) -> dict[str, Any]:
+    """Train one model (in a worker process) and score it on the Lab / Wild test rows."""
+    import torch
+
+    from datasets_unihand_mix.streaming import stream_unihand_mix
+    from modeling_pela import MotionTokenizerModel, PELAProcessor, load_hand_kinematics
+    from trainers.generation_eval import evaluate_generation
+    from trainers.pela_trainer import pela_training_arguments
+
+    from .pretraining import crop_row, pretrain, rows_of, wild_fraction_filter
+
+    torch.set_num_threads(1)  # tiny matrices: one intra-op thread per process is fastest on a small CPU
+    config, out, data = DemoConfig(**job["config"]), Path(job["out"]), job["data"]
+    tokenizer = MotionTokenizerModel.from_pretrained(str(out / "motion_tokenizer")).eval()
+    processor = PELAProcessor.from_pretrained(str(out / "processor"))
+    kinematics = load_hand_kinematics(config.mano_dir)
+    seed, chunks = job["seed"], config.max_train_chunks
+    train = (
+        stream_unihand_mix(data, "mix", "train", shuffle_buffer_size=256, seed=seed)
+        .filter(wild_fraction_filter(job["wild_fraction"]))
+        .map(lambda row: crop_row(row, chunks))
+    )
+    args = pela_training_arguments(
+        job["output_dir"], max_steps=config.pretrain_steps, per_device_train_batch_size=config.batch_size,
+        learning_rate=config.learning_rate, logging_steps=max(1, config.pretrain_steps // 20), save_strategy="no",
+        use_cpu=not torch.cuda.is_available(), disable_tqdm=True, seed=seed, report_to="none",
+    )  # fmt: skip
+    started = time.time()
+    model, history = pretrain(
+        job["variant"], train, processor, tokenizer, args, frame_encoder=str(out / "frame_encoder"), dataset=data
+    )
+    trained = time.time()
+    scores, pairs = {}, []
+    for split in SPLITS:
+        rows = [crop_row(r, 1) for r in rows_of(stream_unihand_mix(data, split, "test")) if r["has_motion_labels"]]
+        scores[split] = evaluate_generation(
+            model, processor, tokenizer, rows, kinematics, num_ensembles=config.num_ensembles,
+            generator=torch.Generator().manual_seed(seed), keypoints=pairs if split == "lab" else None,
+        )  # fmt: skip
+    print(f"[demo] {job['name']}: Lab MPJPE {scores['lab']['mpjpe']:.2f}, Wild {scores['wild']['mpjpe']:.2f} cm")
+    return {
+        **{key: job[key] for key in ("name", "variant", "seed", "wild_fraction")},
+        "scores": scores,
+        "history": history,
+        "seconds": {"train": round(trained - started, 1), "generate_and_score": round(time.time() - trained, 1)},
+        "keypoints": [(generated.tolist(), true.tolist()) for generated, true in pairs[:4]],
+        "pid": os.getpid(),
+    }
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def aggregate(
+    runs: list[dict], models: tuple[str, ...], seeds: tuple[int, ...], wild_fraction: float
+) -> dict[str, dict[str, dict[str, float]]]:
+    """``{model: {split: {metric: mean over seeds, metric_std: std over seeds, ...}}}`` at ``wild_fraction``."""
+    results = {}
+    for name in models:
+        chosen = [run for run in runs if run["variant"] == name and run["wild_fraction"] == wild_fraction]
+        results[name] = {}
+        for split in SPLITS:
+            merged: dict[str, float] = {"num_seeds": len(chosen)}
+            for key in (*METRICS, "distinct_fraction"):
+                mean, std = _mean_std([run["scores"][split][key] for run in chosen])
+                merged[key], merged[f"{key}_std"] = mean, std
+            merged["num_hand_chunks"] = chosen[0]["scores"][split]["num_hand_chunks"]
+            results[name][split] = merged
+    return results
+
+
+def aggregate_sweep(runs: list[dict], fractions: tuple[float, ...]) -> dict[str, dict[str, dict[str, float]]]:
+    """PELA's metrics per wild fraction (paper Fig. 3): ``{fraction: {split: {metric, metric_std}}}``."""
+    sweep = {}
+    for fraction in fractions:
+        chosen = [run for run in runs if run["variant"] == "pela" and run["wild_fraction"] == fraction]
+        sweep[f"{fraction:g}"] = {
+            split: {
+                key: value
+                for metric in METRICS
+                for key, value in zip(
+                    (metric, f"{metric}_std"), _mean_std([run["scores"][split][metric] for run in chosen]), strict=True
+                )
+            }
+            for split in SPLITS
+        }
+    return sweep
+
+
+def format_tokenizer_table(metrics: dict) -> str:
+    lines = [f"\nMotion tokenizer reconstruction (kinematics: {metrics['kinematics']}), cm"]
+    lines.append(f"{'split':<6} {'MPJPE':>7} {'PA-MPJPE':>9} {'MWTE':>7} {'MDE':>7} {'usage(w/f)':>12}")
+    for split in SPLITS:
+        m = metrics[split]
+        lines.append(
+            f"{split:<6} {m['mpjpe']:7.2f} {m['pa_mpjpe']:9.2f} {m['mwte']:7.2f} {m['mde']:7.2f} "
+            f"{m['wrist_usage']:.2f}/{m['finger_usage']:.2f}"
+        )
     return "\n".join(lines)
 
 
-def _pretrain_and_evaluate(config: DemoConfig, out: Path) -> tuple[dict, dict]:
-    import torch
+def format_table(results: dict, references: dict | None = None, num_seeds: int = 1) -> str:
+    """Table 1 of the paper in miniature: one row per model, Lab and Wild columns (cm; mean +- std over seeds), the
+    references without a model in parentheses."""
+    header = f"{'model':<24}" + "".join(f"{s + ' ' + k.upper():>18}" for s in ("Lab", "Wild") for k in METRICS)
+    seeds = f", mean +- std over {num_seeds} seeds" if num_seeds > 1 else ""
+    lines = ["", f"Hand motion generation, first chunk of each test sample (cm, built-in skeleton{seeds})", header]
+    for name, splits in results.items():
+        cells = []
+        for split in SPLITS:
+            for key in METRICS:
+                std = splits[split].get(f"{key}_std", 0.0)
+                cells.append(f"{splits[split][key]:.2f} +- {std:.2f}" if num_seeds > 1 else f"{splits[split][key]:.2f}")
+        lines.append(f"{name:<24}" + "".join(f"{cell:>18}" for cell in cells))
+    for name, splits in (references or {}).items():
+        lines.append(f"{'(' + name + ')':<24}" + "".join(f"{splits[s][k]:18.2f}" for s in SPLITS for k in METRICS))
+    return "\n".join(lines)
 
-    from datasets_unihand_mix.builder import UniHandMix
-    from datasets_unihand_mix.export import export_hub_folder
-    from datasets_unihand_mix.streaming import stream_unihand_mix
-    from modeling_pela import MotionTokenizerModel, load_hand_kinematics
-    from trainers.generation_eval import evaluate_generation, evaluate_mean_motion
-    from trainers.pela_trainer import pela_training_arguments
 
-    from .pretraining import (
-        crop_row,
-        plot_hand_motion,
-        plot_loss_curves,
-        pretrain,
-        rows_of,
-        tiny_processor_for,
-        wild_fraction_filter,
-    )
+def format_sweep(sweep: dict) -> str:
+    lines = ["", "PELA vs share of wild training clips (paper Fig. 3), MPJPE cm", f"{'wild':>6}{'Lab':>16}{'Wild':>16}"]
+    for fraction, splits in sweep.items():
+        cells = [f"{splits[s]['mpjpe']:.2f} +- {splits[s]['mpjpe_std']:.2f}" for s in SPLITS]
+        lines.append(f"{fraction:>6}" + "".join(f"{cell:>16}" for cell in cells))
+    return "\n".join(lines)
 
-    torch.set_num_threads(1)  # tiny matrices: one intra-op thread is much faster than two on 2 cores
-    data_dir = out / "data"
-    if not (data_dir / "README.md").exists():
-        print(f"[demo] exporting {config.num_dataset_clips} procedural UniHand-Mix clips to {data_dir} ...")
-        builder = UniHandMix(
-            config_name="toy", num_clips=config.num_dataset_clips, seed=config.seed, image_size=64,
-            num_workers=config.num_workers,
-        )  # fmt: skip
-        export_hub_folder(builder, data_dir, overwrite=True)
-    tokenizer = MotionTokenizerModel.from_pretrained(str(out / "motion_tokenizer")).eval()
-    kinematics = load_hand_kinematics(config.mano_dir)
 
-    keep = wild_fraction_filter(config.wild_fraction)
+def plot_sweep(sweep: dict, path: Path) -> Path:
+    import matplotlib
 
-    all_train = rows_of(stream_unihand_mix(str(data_dir), "mix", "train"))
-    processor = tiny_processor_for(all_train, config.codebook_size)
-    tests = {
-        split: [crop_row(r, 1) for r in rows_of(stream_unihand_mix(str(data_dir), split, "test"))]
-        for split in ("lab", "wild")
-    }
-    train = (
-        stream_unihand_mix(str(data_dir), "mix", "train", shuffle_buffer_size=256, seed=config.seed)
-        .filter(keep)
-        .map(lambda row: crop_row(row, config.max_train_chunks))
-    )
-    reference = {split: evaluate_mean_motion(all_train, rows, kinematics) for split, rows in tests.items()}
-    results, histories, timings = {}, {}, {}
-    for name in config.models:
-        print(f"[demo] pretraining {name} for {config.pretrain_steps} steps ...")
-        started = time.time()
-        args = pela_training_arguments(
-            str(out / "models" / name), max_steps=config.pretrain_steps, per_device_train_batch_size=config.batch_size,
-            learning_rate=1e-3, logging_steps=max(1, config.pretrain_steps // 20), save_strategy="no",
-            use_cpu=not torch.cuda.is_available(), disable_tqdm=False, seed=config.seed,
-        )  # fmt: skip
-        model, histories[name] = pretrain(name, train, processor, tokenizer, args, dataset=str(data_dir))
-        trained = time.time()
-        results[name], pairs = {}, []
-        for split, rows in tests.items():
-            results[name][split] = evaluate_generation(model, processor, tokenizer, rows, kinematics, keypoints=pairs)
-        timings[name] = {"train": round(trained - started, 1), "generate_and_score": round(time.time() - trained, 1)}
-        plot_hand_motion(pairs[:4], out / f"generated_{name}.png", name)
-    plot_loss_curves(histories, out / "loss_curves.png")
-    info = {
-        "kinematics": kinematics.source,
-        "train_rows": sum(keep(r) for r in all_train),
-        "test_rows": {split: len(rows) for split, rows in tests.items()},
-        "model_seconds": timings,
-        "reference_mean_motion": reference,
-        "loss_history": histories,
-    }
-    return results, info
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fractions = [float(f) for f in sweep]
+    figure, axis = plt.subplots(figsize=(4.5, 3.2))
+    for split in SPLITS:
+        means = [sweep[f][split]["mpjpe"] for f in sweep]
+        stds = [sweep[f][split]["mpjpe_std"] for f in sweep]
+        axis.errorbar(fractions, means, yerr=stds, marker="o", capsize=3, label=split.capitalize())
+    axis.set_xlabel("share of wild training clips")
+    axis.set_ylabel("MPJPE (cm)")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def plot_runs(runs: list[dict], out: Path) -> None:
+    """Loss curves of every run, and generated vs true hands of the first seed's run of every variant."""
+    import numpy as np
+
+    from .pretraining import plot_hand_motion, plot_loss_curves
+
+    plot_loss_curves({run["name"]: run["history"] for run in runs}, out / "loss_curves.png")
+    shown = set()
+    for run in runs:
+        if run["variant"] not in shown and run["keypoints"]:
+            shown.add(run["variant"])
+            pairs = [(np.asarray(g), np.asarray(t)) for g, t in run["keypoints"]]
+            plot_hand_motion(pairs, out / f"generated_{run['variant']}.png", run["variant"])

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from modeling_pela.hand_motion import HandMotion
 
@@ -20,13 +23,86 @@ def procedural_motions(
     return [m.resample(2.0) for m in motions] if style == "wild" else motions
 
 
-def tokenizer_config(codebook_size: int):
-    """A CPU-sized GRQ-VAE (the paper's layout: 2 groups x 4 steps x 8 quantizers = 64 tokens per part)."""
+def tokenizer_config(codebook_size: int, num_quantizers: int = 8):
+    """A CPU-sized GRQ-VAE: 2 groups x 4 latent steps x ``num_quantizers`` residual quantizers per part (8: the
+    paper's 64 tokens per part)."""
     from modeling_pela.configuration_motion_tokenizer import MotionTokenizerConfig
 
     return MotionTokenizerConfig(
-        codebook_size=codebook_size, encoder_width=128, decoder_width=128, latent_dim=64, res_depth=2
-    )
+        codebook_size=codebook_size, encoder_width=128, decoder_width=128, latent_dim=64, res_depth=2,
+        num_quantizers=num_quantizers,
+    )  # fmt: skip
+
+
+def hand_motions_of_rows(rows: Iterable[Mapping[str, Any]]) -> list[HandMotion]:
+    """Every labelled hand of UniHand-Mix ``rows`` as a :class:`HandMotion` (errors name the sample and field)."""
+    motions = []
+    for row in rows:
+        for side in row["hands"]:
+            mano = row.get(f"mano_{side}")
+            if row.get("has_motion_labels") and mano is not None:
+                motions.append(
+                    HandMotion(side, torch.as_tensor(mano["hand_pose"]), torch.as_tensor(mano["global_orient"]),
+                               torch.as_tensor(mano["transl"]), fps=float(row["fps"]), sample_id=row["id"])
+                )  # fmt: skip
+    return motions
+
+
+def train_tokenizer_on_export(
+    data: str,
+    output_dir: str,
+    *,
+    max_steps: int,
+    batch_size: int,
+    codebook_size: int,
+    num_quantizers: int = 8,
+    seed: int = 0,
+    mano_dir: str | None = None,
+) -> dict[str, Any]:
+    """Train the motion tokenizer on the lab *train* split of an exported UniHand-Mix (every 10th row held out for
+    its reconstruction metrics) and measure it on the held-out rows and on the wild test rows (pose estimates).
+    Writes ``reconstruction_metrics.json`` next to the model and returns the metrics."""
+    from datasets_unihand_mix.streaming import stream_unihand_mix
+    from modeling_pela.mano import load_hand_kinematics
+    from trainers.tokenizer_trainer import evaluate_motion_tokenizer, train_motion_tokenizer
+
+    rows = [row for row in stream_unihand_mix(data, "lab", "train") if row["has_motion_labels"]]
+    held_out = hand_motions_of_rows(rows[::10])
+    train = hand_motions_of_rows(row for index, row in enumerate(rows) if index % 10)
+    model, _ = train_motion_tokenizer(
+        train, held_out, output_dir, config=tokenizer_config(codebook_size, num_quantizers), max_steps=max_steps,
+        batch_size=batch_size, learning_rate=1e-3, seed=seed, use_cpu=True,
+    )  # fmt: skip
+    kinematics = load_hand_kinematics(mano_dir)
+    wild = hand_motions_of_rows(stream_unihand_mix(data, "wild", "test"))
+    metrics = {
+        "lab": evaluate_motion_tokenizer(model, held_out, kinematics=kinematics),
+        "wild": evaluate_motion_tokenizer(model, wild, kinematics=kinematics),
+        "kinematics": kinematics.source,
+        "codebook_size": codebook_size,
+        "tokens_per_chunk": model.config.tokens_per_chunk,
+        "train_chunks": sum(len(m.chunks()) for m in train),
+    }
+    Path(output_dir, "reconstruction_metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def pretrain_frame_encoder_on_export(
+    data: str, output_dir: str, *, image_size: int, patch_size: int, max_steps: int, seed: int = 0
+) -> dict[str, Any]:
+    """The DINOv3 stand-in (:mod:`trainers.frame_encoder_trainer`) pretrained on every first and boundary frame of the
+    lab *train* split of an exported UniHand-Mix (no test or wild frame)."""
+    from transformers import DINOv3ViTConfig
+
+    from datasets_unihand_mix.streaming import stream_unihand_mix
+    from trainers.frame_encoder_trainer import pretrain_frame_encoder
+
+    images = [frame for row in stream_unihand_mix(data, "lab", "train") for frame in row["boundary_frames"]]
+    config = DINOv3ViTConfig(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4, patch_size=patch_size,
+        image_size=image_size, num_register_tokens=1,
+    )  # fmt: skip
+    return pretrain_frame_encoder(images, output_dir, config, max_steps=max_steps, seed=seed)
 
 
 def train_tokenizer_on_procedural(
@@ -38,6 +114,7 @@ def train_tokenizer_on_procedural(
     seed: int,
     num_workers: int = 0,
     mano_dir: str | None = None,
+    num_quantizers: int = 8,
 ) -> dict[str, Any]:
     """Train on lab clips [0, 0.9 n), evaluate on held-out lab clips and on wild clips; returns the metrics."""
     from modeling_pela.mano import load_hand_kinematics
@@ -46,7 +123,7 @@ def train_tokenizer_on_procedural(
     motions = procedural_motions(num_clips, "lab", seed, num_workers)
     split = int(0.9 * len(motions))
     model, lab_metrics = train_motion_tokenizer(
-        motions[:split], motions[split:], output_dir, config=tokenizer_config(codebook_size),
+        motions[:split], motions[split:], output_dir, config=tokenizer_config(codebook_size, num_quantizers),
         max_steps=max_steps, batch_size=batch_size, learning_rate=1e-3, seed=seed, use_cpu=True,
     )  # fmt: skip
     kinematics = load_hand_kinematics(mano_dir)

@@ -16,12 +16,12 @@ def test_help_lists_subcommands():
 
 
 def test_small_demo_writes_results(tmp_path, capsys):
-    argv = ["demo", "--output-dir", str(tmp_path), "--num-lab-clips", "60", "--num-wild-clips", "20",
-            "--tokenizer-steps", "5", "--codebook-size", "64", "--num-workers", "0", "--num-dataset-clips", "30",
-            "--pretrain-steps", "2", "--batch-size", "2"]  # fmt: skip
+    argv = ["demo", "--output-dir", str(tmp_path), "--tokenizer-steps", "5", "--frame-encoder-steps", "2",
+            "--num-dataset-clips", "30", "--pretrain-steps", "2", "--batch-size", "2", "--num-ensembles", "2",
+            "--num-workers", "2", "--wild-fractions", "0", "1"]  # fmt: skip
     assert main(argv) == 0
     tok = json.loads((tmp_path / "tokenizer_metrics.json").read_text())
-    assert tok["kinematics"] == "builtin"
+    assert tok["kinematics"] == "builtin" and tok["tokens_per_chunk"] == 32
     for split in ("lab", "wild"):
         for key in ("mpjpe", "pa_mpjpe", "mwte", "mde", "wrist_usage", "finger_usage"):
             assert math.isfinite(tok[split][key]) and tok[split][key] >= 0
@@ -31,9 +31,33 @@ def test_small_demo_writes_results(tmp_path, capsys):
         assert set(splits) >= {"lab", "wild"}
         for split in ("lab", "wild"):
             assert all(math.isfinite(splits[split][k]) and splits[split][k] > 0 for k in ("mpjpe", "mwte", "mde"))
+    references = json.loads((tmp_path / "references.json").read_text())
+    assert set(references) == {"mean motion", "tokenizer round trip"}
+    sweep = json.loads((tmp_path / "wild_fraction_sweep.json").read_text())
+    assert set(sweep) == {"0", "1"} and math.isfinite(sweep["0"]["wild"]["mpjpe"])
+    info = json.loads((tmp_path / "run_info.json").read_text())
+    assert sorted(run["name"] for run in info["runs"]) == ["next_token", "pela", "pela-wild0", "pela_wo_align"]
+    assert len({run["pid"] for run in info["runs"]}) == 2  # two models trained at a time, in worker processes
     assert (tmp_path / "motion_tokenizer" / "config.json").exists()
+    assert (tmp_path / "frame_encoder" / "preprocessor_config.json").exists()
     assert (tmp_path / "models" / "pela" / "model.safetensors").exists()
-    for name in ("preview_lab.png", "preview_wild.png", "loss_curves.png", "generated_pela.png", "run_info.json"):
+    for name in ("preview_lab.png", "preview_wild.png", "loss_curves.png", "generated_pela.png",
+                 "wild_fraction_sweep.png"):  # fmt: skip
         assert (tmp_path / name).exists(), name
     printed = capsys.readouterr().out
-    assert "MPJPE" in printed and "pela_wo_align" in printed and "next_token" in printed
+    assert "MPJPE" in printed and "pela_wo_align" in printed and "(tokenizer round trip)" in printed
+
+
+def test_table_reports_mean_and_spread_over_seeds():
+    from pela.demo import aggregate, format_table
+
+    def run(variant, seed, mpjpe):
+        scores = {"mpjpe": mpjpe, "pa_mpjpe": 1.0, "mwte": 2.0, "mde": 3.0, "distinct_fraction": 1.0,
+                  "num_hand_chunks": 5}  # fmt: skip
+        return {"variant": variant, "seed": seed, "wild_fraction": 1.0, "scores": {"lab": scores, "wild": scores}}
+
+    runs = [run("pela", 0, 4.0), run("pela", 1, 6.0), run("pela", 2, 5.0), run("pela", 0, 99.0) | {"wild_fraction": 0}]
+    results = aggregate(runs, ("pela",), (0, 1, 2), 1.0)
+    assert results["pela"]["lab"]["mpjpe"] == 5.0 and results["pela"]["lab"]["mpjpe_std"] == 1.0
+    assert results["pela"]["lab"]["num_seeds"] == 3
+    assert "5.00 +- 1.00" in format_table(results, None, num_seeds=3)

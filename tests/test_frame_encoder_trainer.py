@@ -16,7 +16,7 @@ def _config() -> DINOv3ViTConfig:
                            patch_size=8, image_size=32, num_register_tokens=1)  # fmt: skip
 
 
-def test_loss_is_the_pixel_error_of_the_masked_patches_only():
+def test_loss_is_the_pixel_error_of_every_patch_with_masked_patches_hidden():
     torch.manual_seed(0)
     model = DINOv3ForMaskedImageModeling(_config()).eval()
     pixels = torch.randn(2, 3, 32, 32)
@@ -27,8 +27,10 @@ def test_loss_is_the_pixel_error_of_the_masked_patches_only():
     mask[:, 3] = True
     with torch.no_grad():
         hidden = model.encoder(pixel_values=pixels, bool_masked_pos=mask).last_hidden_state[:, 2:]
-        expected = (model.pixel_head(hidden) - patches).abs().mean(-1)[mask].mean()
+        expected = (model.pixel_head(hidden) - patches).abs().mean()
         torch.testing.assert_close(model(pixels, mask)["loss"], expected)
+        unmasked = model.encoder(pixel_values=pixels).last_hidden_state[:, 2:]
+        assert not torch.allclose(hidden[:, 3], unmasked[:, 3])  # the masked patch is replaced by the mask token
 
 
 def test_pretrain_saves_a_folder_that_loads_like_dinov3_weights(tmp_path):

@@ -3,10 +3,12 @@ downloaded (the demo, the tests).
 
 PELA reads its boundary frames through a *frozen* pretrained encoder (paper 4.2). Real runs load DINOv3 (or V-JEPA2)
 weights; on a machine without them, :func:`pretrain_frame_encoder` trains a ``DINOv3ViTModel`` of any size by masked
-image modelling, SimMIM style (Xie et al., 2022): a random ``mask_ratio`` of the patches is replaced by the model's
-mask token, and a linear head predicts the normalised pixels of every masked patch from its output token (L1 loss on
-masked patches only). No labels are used: the encoder learns what the frames show (colours, shapes, hands) and how
-they are arranged, which is what the latent perceivers read. The result is an ordinary Hugging Face folder,
+image modelling (SimMIM, Xie et al., 2022): a random ``mask_ratio`` of the patches is replaced by the model's mask
+token, and a linear head predicts the normalised pixels of every patch from its output token (L1 loss). Unlike SimMIM,
+the loss covers the visible patches too: PELA reads the features of whole, unmasked frames, and a linear readout of
+every token's own patch keeps what each patch shows in its feature, while the masked patches teach the encoder the
+context (at this scale, the masked-only loss gave features from which a perceiver located the hands more slowly than
+from a random encoder's). No labels are used. The result is an ordinary Hugging Face folder,
 ``DINOv3ViTModel`` weights + config + ``DINOv3ViTImageProcessor``, which ``AutoModel.from_pretrained`` and
 ``PELAForPretraining.from_pretrained_components(frame_encoder_name_or_path=...)`` load like real DINOv3 weights.
 
@@ -27,8 +29,9 @@ from transformers.models.dinov3_vit.image_processing_dinov3_vit import DINOv3ViT
 
 
 class DINOv3ForMaskedImageModeling(nn.Module):
-    """``DINOv3ViTModel`` + a linear pixel head (SimMIM). ``forward(pixel_values (B, 3, S, S), bool_masked_pos (B, P))``
-    returns ``{"loss": L1 between predicted and true normalised pixels of the masked patches}``."""
+    """``DINOv3ViTModel`` + a linear pixel head. ``forward(pixel_values (B, 3, S, S), bool_masked_pos (B, P))`` returns
+    ``{"loss": L1 between predicted and true normalised pixels of all patches}``, the masked ones seen only through
+    their context."""
 
     def __init__(self, config: DINOv3ViTConfig) -> None:
         super().__init__()
@@ -44,8 +47,7 @@ class DINOv3ForMaskedImageModeling(nn.Module):
     def forward(self, pixel_values: torch.Tensor, bool_masked_pos: torch.Tensor) -> dict[str, torch.Tensor]:
         hidden = self.encoder(pixel_values=pixel_values, bool_masked_pos=bool_masked_pos).last_hidden_state
         patches = hidden[:, 1 + self.encoder.config.num_register_tokens :]
-        error = (self.pixel_head(patches) - self.patchify(pixel_values)).abs().mean(-1)  # (B, P)
-        return {"loss": error[bool_masked_pos].mean()}
+        return {"loss": (self.pixel_head(patches) - self.patchify(pixel_values)).abs().mean()}
 
 
 class MaskedFrames(Dataset):

@@ -119,3 +119,34 @@ def evaluate_mean_motion(
         raise ValueError("no labelled test sample to evaluate")
     metrics = compute_hand_motion_metrics(predictions=predictions, references=references)
     return {**metrics, "num_hand_chunks": len(predictions) * num_chunks}
+
+
+@torch.no_grad()
+def evaluate_round_trip(
+    motion_tokenizer: Any, rows: Sequence[Mapping[str, Any]], kinematics: HandKinematics, *, num_chunks: int = 1
+) -> dict[str, float]:
+    """The decoding upper bound of generation: every scored hand's true first ``num_chunks`` chunks encoded by the
+    motion tokenizer and decoded again, with the rows and metrics of :func:`evaluate_generation`. A model that
+    predicted every token right would score this."""
+    predictions, references = [], []
+    chunk_length = motion_tokenizer.config.chunk_length
+    frames = num_chunks * chunk_length
+    for row in rows:
+        if not row.get("has_motion_labels") or int(row["num_chunks"]) < num_chunks:
+            continue
+        for side in row["hands"]:
+            mano = row[f"mano_{side}"]
+            fields = {
+                name: torch.as_tensor(np.asarray(mano[name], dtype=np.float32)[:frames]).reshape(
+                    num_chunks, chunk_length, -1
+                )
+                for name in ("hand_pose", "global_orient", "transl")
+            }
+            tokens = motion_tokenizer.encode(fields["hand_pose"], fields["global_orient"], fields["transl"], side)
+            decoded = {k: v.flatten(0, 1).cpu().numpy() for k, v in motion_tokenizer.decode(tokens, side).items()}
+            predictions.append(mano_keypoints(decoded, side, frames, kinematics).numpy())
+            references.append(mano_keypoints(mano, side, frames, kinematics).numpy())
+    if not predictions:
+        raise ValueError("no labelled test sample to evaluate")
+    metrics = compute_hand_motion_metrics(predictions=predictions, references=references)
+    return {**metrics, "num_hand_chunks": len(predictions) * num_chunks}
