@@ -23,7 +23,7 @@ from .hand_pose import (
     pinch_closure,
     pinch_pose,
 )
-from .scene import REST_WRIST, SHOULDERS, _build_scene, _Obj
+from .scene import REST_SPREAD, REST_WRIST, SHOULDERS, _build_scene, _Obj
 from .trajectories import _Track
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class _Planner:
         self.tracks: dict[str, _Track] = {}
         self.rest: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for side in SIDES:
-            pos = REST_WRIST[side] + rng.normal(0.0, [0.008, 0.008, 0.003])
+            pos = REST_WRIST[side] + rng.uniform(-1.0, 1.0, 3) * REST_SPREAD
             aim = np.array([0.0, 0.15, 0.0]) + rng.normal(0.0, 0.03, 3)
             rot = hand_orientation(side, aim - SHOULDERS[side], rng.uniform(0.1, 0.3), rng.uniform(0.15, 0.4))
             self.rest[side] = (pos, rot)
@@ -91,7 +91,7 @@ class _Planner:
 
     def reach_time(self, side: str, wrist: np.ndarray) -> float:
         """Duration of a reach from the hand's current wrist position to ``wrist`` (grows with the distance)."""
-        return self.dur(0.55 + 2.0 * float(np.linalg.norm(wrist - self.tracks[side].last.pos)))
+        return self.dur(0.4 + 1.2 * float(np.linalg.norm(wrist - self.tracks[side].last.pos)))
 
     def approach(self, side: str, point: np.ndarray) -> np.ndarray:
         return _horizontal(point - SHOULDERS[side])
@@ -318,7 +318,7 @@ def _plan(rng: np.random.Generator, config: ProceduralConfig, tempo: float) -> t
     task: dict[str, Any] = {"target": target, "hand_named": False, "direction": None, "destination": None}
     phrase = f"the {obj.colour} {obj.shape}" if obj is not None else ""
     for tr in p.tracks.values():
-        tr.move(p.dur(0.25))  # reaction time
+        tr.move(p.dur(0.1))  # reaction time
     if primitive in BIMANUAL_PRIMITIVES:
         if primitive == "lift_both":
             _primitive_lift_both(p, target, rng.uniform(0.1, 0.16))
