@@ -17,7 +17,7 @@ from pela_testing import (
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from modeling_pela import PELAConfig, PELAForPretraining
-from modeling_pela.perceiver import FrameTokenGrid
+from modeling_pela.perceiver import FrameTokenGrid, locality_bias
 from trainers.callbacks import PerceiverEMACallback
 
 BACKENDS = ("eager", "sdpa", "flex_attention")
@@ -267,6 +267,27 @@ def test_latent_perceivers_know_where_each_patch_lies():
     torch.testing.assert_close(perceivers.latent_state(features), perceivers.latent_state(moved))
     with pytest.raises(ValueError, match="grid"):
         perceivers.latent_state(features, FrameTokenGrid(prefix=1, height=3, width=4))
+
+
+def test_latent_queries_start_with_a_home_region_on_the_frame():
+    """The locality prior lays the K queries on a lattice over the patch grid: at initialisation a query attends
+    most to the patches around its home (not uniformly), so different latents summarise different regions and the
+    latent state changes when only one region of the frame changes."""
+    grid = FrameTokenGrid(prefix=1, height=4, width=4)
+    bias = locality_bias(4, grid, slots=2, device=torch.device("cpu"), dtype=torch.float32)
+    assert bias.shape == (4, 2 * grid.num_tokens)
+    first_frame = bias[:, : grid.num_tokens]
+    torch.testing.assert_close(first_frame[:, 0], torch.zeros(4))  # CLS: no prior
+    torch.testing.assert_close(bias[:, grid.num_tokens :], first_frame)  # same prior for both frames
+    homes = first_frame[:, 1:].argmax(-1).tolist()  # patch index (row * 4 + col) of each query's peak
+    assert homes == [5, 6, 9, 10]  # a 2 x 2 lattice: one query per quadrant, ordered row by row
+    model = tiny_model()
+    features = torch.zeros(1, 2, grid.num_tokens, model.config.frame_dim)
+    changed = features.clone()
+    changed[:, :, 1] = 5.0  # the top-left patch only
+    delta = (model.perceiver.latent_state(changed, grid) - model.perceiver.latent_state(features, grid)).norm(dim=-1)
+    per_query = delta.mean(-1)[0]  # (K,)
+    assert per_query.argmax() == 0 and per_query[0] > 2 * per_query[1:].mean()
 
 
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients(mixed_batch):
