@@ -217,6 +217,7 @@ def train_and_score(job: dict[str, Any]) -> dict[str, Any]:
 
     from datasets_unihand_mix.streaming import stream_unihand_mix
     from modeling_pela import MotionTokenizerModel, PELAProcessor, load_hand_kinematics
+    from trainers.frame_reliance import evaluate_frame_reliance
     from trainers.generation_eval import evaluate_generation
     from trainers.pela_trainer import pela_training_arguments
 
@@ -250,10 +251,15 @@ def train_and_score(job: dict[str, Any]) -> dict[str, Any]:
             model, processor, tokenizer, rows, kinematics, num_ensembles=config.num_ensembles,
             generator=torch.Generator().manual_seed(seed), keypoints=pairs if split == "lab" else None,
         )  # fmt: skip
+    reliance = None
+    if model.config.objective == "masked_chunk":
+        lab = [crop_row(r, 1) for r in rows_of(stream_unihand_mix(data, "lab", "test")) if r["has_motion_labels"]]
+        reliance = evaluate_frame_reliance(model, processor, tokenizer, lab, seed=seed)
     print(f"[demo] {job['name']}: Lab MPJPE {scores['lab']['mpjpe']:.2f}, Wild {scores['wild']['mpjpe']:.2f} cm")
     return {
         **{key: job[key] for key in ("name", "variant", "seed", "wild_fraction")},
         "scores": scores,
+        "frame_reliance": reliance,
         "history": history,
         "seconds": {"train": round(trained - started, 1), "generate_and_score": round(time.time() - trained, 1)},
         "keypoints": [(generated.tolist(), true.tolist()) for generated, true in pairs[:4]],
@@ -280,6 +286,12 @@ def aggregate(
                 merged[key], merged[f"{key}_std"] = mean, std
             merged["num_hand_chunks"] = chosen[0]["scores"][split]["num_hand_chunks"]
             results[name][split] = merged
+        reliance = [run["frame_reliance"] for run in chosen if run.get("frame_reliance")]
+        if reliance:
+            results[name]["frame_reliance"] = {}
+            for key in ("mcp_loss", "frame_gain", "instruction_gain"):
+                mean, std = _mean_std([item[key] for item in reliance])
+                results[name]["frame_reliance"].update({key: mean, f"{key}_std": std})
     return results
 
 
@@ -328,6 +340,14 @@ def format_table(results: dict, references: dict | None = None, num_seeds: int =
         lines.append(f"{name:<24}" + "".join(f"{cell:>18}" for cell in cells))
     for name, splits in (references or {}).items():
         lines.append(f"{'(' + name + ')':<24}" + "".join(f"{splits[s][k]:18.2f}" for s in SPLITS for k in METRICS))
+    read = {name: splits["frame_reliance"] for name, splits in results.items() if "frame_reliance" in splits}
+    if read:
+        lines += ["", "Does the model read its inputs? Lab test, full-mask MCP loss (nats/token) and its rise when first frames",
+                  "or instructions are swapped between rows (trainers.frame_reliance)",
+                  f"{'model':<24}{'MCP loss':>18}{'frame gain':>18}{'instruction gain':>18}"]  # fmt: skip
+        for name, item in read.items():
+            cells = [f"{item[k]:.3f} +- {item[k + '_std']:.3f}" for k in ("mcp_loss", "frame_gain", "instruction_gain")]
+            lines.append(f"{name:<24}" + "".join(f"{cell:>18}" for cell in cells))
     return "\n".join(lines)
 
 

@@ -5,6 +5,8 @@ import math
 import subprocess
 import sys
 
+import pytest
+
 from pela.cli import build_parser, main
 
 
@@ -31,6 +33,10 @@ def test_small_demo_writes_results(tmp_path, capsys):
         assert set(splits) >= {"lab", "wild"}
         for split in ("lab", "wild"):
             assert all(math.isfinite(splits[split][k]) and splits[split][k] > 0 for k in ("mpjpe", "mwte", "mde"))
+    for name in ("pela", "pela_wo_align"):  # masked-chunk models: does the model read the frame / instruction?
+        reliance = results[name]["frame_reliance"]
+        assert all(math.isfinite(reliance[k]) for k in ("mcp_loss", "frame_gain", "instruction_gain"))
+    assert "frame_reliance" not in results["next_token"]  # never sees a fully masked chunk
     references = json.loads((tmp_path / "references.json").read_text())
     assert set(references) == {"mean motion", "tokenizer round trip"}
     sweep = json.loads((tmp_path / "wild_fraction_sweep.json").read_text())
@@ -46,6 +52,7 @@ def test_small_demo_writes_results(tmp_path, capsys):
         assert (tmp_path / name).exists(), name
     printed = capsys.readouterr().out
     assert "MPJPE" in printed and "pela_wo_align" in printed and "(tokenizer round trip)" in printed
+    assert "frame gain" in printed
 
 
 def test_table_reports_mean_and_spread_over_seeds():
@@ -54,10 +61,14 @@ def test_table_reports_mean_and_spread_over_seeds():
     def run(variant, seed, mpjpe):
         scores = {"mpjpe": mpjpe, "pa_mpjpe": 1.0, "mwte": 2.0, "mde": 3.0, "distinct_fraction": 1.0,
                   "num_hand_chunks": 5}  # fmt: skip
-        return {"variant": variant, "seed": seed, "wild_fraction": 1.0, "scores": {"lab": scores, "wild": scores}}
+        reliance = {"mcp_loss": 3.0, "frame_gain": mpjpe / 10, "instruction_gain": 0.0}
+        return {"variant": variant, "seed": seed, "wild_fraction": 1.0, "scores": {"lab": scores, "wild": scores},
+                "frame_reliance": reliance}  # fmt: skip
 
     runs = [run("pela", 0, 4.0), run("pela", 1, 6.0), run("pela", 2, 5.0), run("pela", 0, 99.0) | {"wild_fraction": 0}]
     results = aggregate(runs, ("pela",), (0, 1, 2), 1.0)
     assert results["pela"]["lab"]["mpjpe"] == 5.0 and results["pela"]["lab"]["mpjpe_std"] == 1.0
     assert results["pela"]["lab"]["num_seeds"] == 3
+    assert results["pela"]["frame_reliance"]["frame_gain"] == pytest.approx(0.5)
+    assert results["pela"]["frame_reliance"]["frame_gain_std"] == pytest.approx(0.1)
     assert "5.00 +- 1.00" in format_table(results, None, num_seeds=3)
