@@ -11,10 +11,13 @@ Stages:
    (variant, seed[, wild fraction]), ``num_workers`` models at a time in separate processes;
 6. generate the first chunk of every labelled Lab / Wild test sample from its instruction and first frame (mean of
    ``num_ensembles`` decoding runs) and score it (MPJPE, PA-MPJPE, MWTE, MDE in cm, built-in skeleton), next to two
-   references without a model: the mean training motion and the tokenizer round trip (the decoding upper bound).
+   references without a model: the mean training motion and the tokenizer round trip (the decoding upper bound);
+7. for the masked-chunk models, measure whether they read the first frame and the instruction: the full-mask MCP loss
+   on the Lab test rows and its rise when frames or instructions are swapped between rows
+   (:mod:`trainers.frame_reliance`).
 
-Outputs in ``output_dir``: ``results.json`` (``{model: {"lab"|"wild": metrics}}``, metrics averaged over seeds with
-``<metric>_std``), ``references.json``, ``tokenizer_metrics.json``, ``run_info.json`` (config, timings, per-seed
+Outputs in ``output_dir``: ``results.json`` (``{model: {"lab"|"wild": metrics, "frame_reliance": ...}}``, averaged
+over seeds with ``<metric>_std``), ``references.json``, ``tokenizer_metrics.json``, ``run_info.json`` (config, timings, per-seed
 results, loss histories), ``loss_curves.png``, ``generated_<model>.png``, previews, and with ``wild_fractions`` the
 sweep of paper Fig. 3 (``wild_fraction_sweep.json`` / ``.png``).
 """
