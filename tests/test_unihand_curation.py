@@ -117,8 +117,14 @@ def test_pipeline_drops_every_junk_clip_at_its_stage_and_reports_keep_rates(wild
         c.task.get("junk") == "absent" for c in wild_clips
     )
     judged = stages["instruction_validation"].dropped
-    assert judged["idle"] == sum(c.task.get("junk") == "idle" for c in wild_clips)
-    assert judged["distractor"] == sum(c.task.get("junk") == "distractor" for c in wild_clips)
+    for kind in ("idle", "distractor"):  # the judge drops every such clip that the visual filter let through
+        passed_filter = 0
+        for clip in wild_clips:
+            if clip.task.get("junk") == kind:
+                alone = CurationPipeline.default(ProceduralOracleDetector(), ProceduralOracleEstimator())
+                alone.process(procedural_candidate(clip))
+                passed_filter += not alone.report.stages["visual_filter"].dropped
+        assert passed_filter >= 2 and judged[kind] == passed_filter, (kind, judged[kind], passed_filter)
     clean = sum(not c.task.get("junk") for c in wild_clips)
     assert report.candidates == 60 and report.kept == sum(v is not None for v in kept.values())
     assert 0.7 * clean <= report.kept < clean  # the visual filter also drops some hard clean clips

@@ -54,7 +54,7 @@ CAMERA_PITCH = math.radians(48.0)
 FOCAL_FACTOR = 0.9  # focal length / image width (about 58 degrees horizontal field of view)
 SHOULDERS = {"right": np.array([0.20, -0.46, 0.14]), "left": np.array([-0.20, -0.46, 0.14])}
 REST_WRIST = {"right": np.array([0.13, -0.21, 0.045]), "left": np.array([-0.13, -0.21, 0.045])}
-REST_SPREAD = np.array([0.10, 0.07, 0.02])  # half-range of the uniform start position around REST_WRIST (m)
+REST_SPREAD = np.array([0.06, 0.04, 0.02])  # half-range of the uniform start position around REST_WRIST (m)
 WORKSPACE = ((-0.18, 0.18), (-0.03, 0.16))  # X and Y range of object centres on the table
 
 
