@@ -349,7 +349,10 @@ def format_table(results: dict, references: dict | None = None, num_seeds: int =
                   "or instructions are swapped between rows (trainers.frame_reliance)",
                   f"{'model':<24}{'MCP loss':>18}{'frame gain':>18}{'instruction gain':>18}"]  # fmt: skip
         for name, item in read.items():
-            cells = [f"{item[k]:.3f} +- {item[k + '_std']:.3f}" for k in ("mcp_loss", "frame_gain", "instruction_gain")]
+            cells = [
+                f"{item[k]:.3f} +- {item[k + '_std']:.3f}" if num_seeds > 1 else f"{item[k]:.3f}"
+                for k in ("mcp_loss", "frame_gain", "instruction_gain")
+            ]
             lines.append(f"{name:<24}" + "".join(f"{cell:>18}" for cell in cells))
     return "\n".join(lines)
 
