@@ -248,16 +248,18 @@ def train_and_score(job: dict[str, Any]) -> dict[str, Any]:
     )
     trained = time.time()
     scores, pairs = {}, []
-    for split in SPLITS:
-        rows = [crop_row(r, 1) for r in rows_of(stream_unihand_mix(data, split, "test")) if r["has_motion_labels"]]
+    tests = {
+        split: [crop_row(r, 1) for r in rows_of(stream_unihand_mix(data, split, "test")) if r["has_motion_labels"]]
+        for split in SPLITS
+    }
+    for split, rows in tests.items():
         scores[split] = evaluate_generation(
             model, processor, tokenizer, rows, kinematics, num_ensembles=config.num_ensembles,
             generator=torch.Generator().manual_seed(seed), keypoints=pairs if split == "lab" else None,
         )  # fmt: skip
     reliance = None
     if model.config.objective == "masked_chunk":
-        lab = [crop_row(r, 1) for r in rows_of(stream_unihand_mix(data, "lab", "test")) if r["has_motion_labels"]]
-        reliance = evaluate_frame_reliance(model, processor, tokenizer, lab, seed=seed)
+        reliance = evaluate_frame_reliance(model, processor, tokenizer, tests["lab"], seed=seed)
     print(f"[demo] {job['name']}: Lab MPJPE {scores['lab']['mpjpe']:.2f}, Wild {scores['wild']['mpjpe']:.2f} cm")
     return {
         **{key: job[key] for key in ("name", "variant", "seed", "wild_fraction")},
