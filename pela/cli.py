@@ -42,6 +42,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         wild_fractions=tuple(args.wild_fractions or ()),
         models=tuple(args.models),
         num_workers=args.num_workers,
+        parallel_models=args.parallel_models,
         mano_dir=args.mano_dir,
     )
     run_demo(config)
@@ -248,7 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also train PELA at each of these shares of the wild clips (paper Fig. 3 sweep, e.g. 0 0.25 0.5 1.0)",
     )  # fmt: skip
     demo.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    demo.add_argument("--num-workers", type=int, default=2, help="data generator processes and models trained at once")
+    demo.add_argument("--num-workers", type=int, default=2, help="data generator processes")
+    demo.add_argument(
+        "--parallel-models", type=int, default=3,
+        help="models trained at once, one single-threaded process each (more than the cores: the OS shares them)",
+    )  # fmt: skip
     _add_kinematics_arg(demo)
     demo.set_defaults(func=_cmd_demo)
 

@@ -8,7 +8,9 @@ Stages:
 4. pretrain the frozen frame encoder, a small DINOv3-architecture stand-in, on the lab *train* frames by masked image
    modelling (``frame_encoder/``; real runs load DINOv3 weights the same way);
 5. pretrain PELA and the paper's baselines (w/o align, next-token) on the streamed ``mix`` train split, one model per
-   (variant, seed[, wild fraction]), ``num_workers`` models at a time in separate processes;
+   (variant, seed[, wild fraction]), ``parallel_models`` at a time in separate single-threaded processes (the default
+   3 trains the three models of one seed together: on 2 cores the OS shares them, which ends sooner than two at a
+   time followed by the third alone);
 6. generate the first chunk of every labelled Lab / Wild test sample from its instruction and first frame (mean of
    ``num_ensembles`` decoding runs) and score it (MPJPE, PA-MPJPE, MWTE, MDE in cm, built-in skeleton), next to two
    references without a model: the mean training motion and the tokenizer round trip (the decoding upper bound);
@@ -59,6 +61,7 @@ class DemoConfig:
     wild_fractions: tuple[float, ...] = ()
     models: tuple[str, ...] = MODELS
     num_workers: int = 2
+    parallel_models: int = 3
     mano_dir: str | None = None
 
 
@@ -202,7 +205,7 @@ def _pretrain_and_evaluate(config: DemoConfig, out: Path, data: Path) -> tuple[l
         for job in _jobs(config)
     ]
     shared = {"config": asdict(config), "data": str(data), "out": str(out)}
-    workers = max(1, min(config.num_workers, len(jobs)))
+    workers = max(1, min(config.parallel_models, len(jobs)))
     print(f"[demo] pretraining {len(jobs)} models, {workers} at a time ({config.pretrain_steps} steps each) ...")
     if workers == 1:
         runs = [train_and_score({**shared, **job}) for job in jobs]
