@@ -682,6 +682,8 @@ class PELAForPretraining(PELAPreTrainedModel):
             motion_labels = labels.gather(1, flat).view(batch, num_chunks, K)
             motion_labels = torch.where(chunk_mask[..., None], motion_labels, IGNORE_INDEX)
             mcp_b, mcp_count = self._mcp_per_sample(logits, motion_labels)
+            if config.objective == "masked_chunk":
+                self._check_targets_masked(input_ids.gather(1, flat).view(batch, num_chunks, K), motion_labels)
             if is_labeled is None:
                 is_labeled = mcp_count > 0
             labeled = is_labeled.to(hidden.device).bool() & (mcp_count > 0)
@@ -715,6 +717,17 @@ class PELAForPretraining(PELAPreTrainedModel):
             chunk_mask=chunk_mask,
             latent_action_std=latent_std,
         )
+
+    def _check_targets_masked(self, motion_ids: torch.Tensor, motion_labels: torch.Tensor) -> None:
+        """MCP predicts ``[MASK]``ed tokens: a label at a visible motion token would be learnt by copying it."""
+        visible = (motion_labels != IGNORE_INDEX) & (motion_ids != self.config.mask_token_id)
+        if bool(visible.any()):
+            b, n, k = (int(v) for v in visible.nonzero()[0])
+            raise ValueError(
+                f"sample {b}, chunk {n}, slot {k}: a motion label at a token that is not [MASK] (the masked_chunk "
+                "objective would learn to copy it); build inputs with PELAProcessor.__call__ or PELADataCollator, "
+                "which replace the targets by [MASK]"
+            )
 
     def _mcp_per_sample(self, logits: torch.Tensor, motion_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, N, K, 2C) logits, (B, N, K) model-id labels (-100 ignored) -> per-sample mean CE (B,), counts (B,)."""
@@ -924,7 +937,7 @@ class PELAForPretraining(PELAPreTrainedModel):
     def generate_motion(
         self,
         input_ids: torch.LongTensor,
-        hands: str | Sequence[str],
+        hands: str | Sequence[str] | None = None,
         num_chunks: int = 1,
         attention_mask: torch.Tensor | None = None,
         pixel_values: torch.FloatTensor | None = None,
@@ -944,6 +957,7 @@ class PELAForPretraining(PELAPreTrainedModel):
             input_ids: (B, L) prompt: instruction, image block, state blocks and optional complete context chunks
                 (motion continuation), left-padded if the lengths differ (with ``attention_mask``).
             hands: ``"left"``, ``"right"``, ``"both"`` or a list of sides; chunks are interleaved left then right.
+                Default: the hands whose latent-state block the prompt holds (the processor writes one per hand).
             decode_ratio: fraction of a chunk fixed per masked-decoding pass (about 5% in the paper).
             num_ensembles: decoding runs per prompt (E); member 0 is greedy.
             ensemble_method: ``"vote"`` (masked decoding: members 1.. decode in a Gumbel-perturbed order and the
@@ -959,7 +973,7 @@ class PELAForPretraining(PELAPreTrainedModel):
         only with ``ensemble_method="mean"``). Inputs other than ``input_ids`` follow the module docstring.
         """
         config = self.config
-        hands = self._normalize_hands(hands)
+        hands = self._normalize_hands(self._prompt_hands(input_ids) if hands is None else hands)
         self._check_inputs(
             input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
             frame_pixel_values=frame_pixel_values, frame_features=frame_features,
@@ -1030,6 +1044,19 @@ class PELAForPretraining(PELAPreTrainedModel):
             motion_tokens=members[:, 0], hands=hands, sequences=torch.cat(sequences, 1), mano=mano,
             ensemble_motion_tokens=members if averaged else None,
         )  # fmt: skip
+
+    def _prompt_hands(self, input_ids: torch.Tensor) -> tuple[str, ...]:
+        """The hands whose ``<state_*>`` block every prompt of the batch holds."""
+        present = [
+            tuple(bool((input_ids[b] == self.config.state_token_id(hand)).any()) for hand in HANDS)
+            for b in range(input_ids.shape[0])
+        ]
+        if not any(present[0]) or len(set(present)) != 1:
+            raise ValueError(
+                "cannot tell the hands from the prompts (no latent-state block, or prompts with different hands): "
+                "pass hands='left' | 'right' | 'both'"
+            )
+        return tuple(hand for hand, here in zip(HANDS, present[0], strict=True) if here)
 
     @staticmethod
     def _normalize_hands(hands: str | Sequence[str]) -> tuple[str, ...]:

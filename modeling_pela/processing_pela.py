@@ -18,7 +18,19 @@ finger slots), or ``[MASK]`` for video-only samples (no labels). Tasks (``task_t
 The processor does not mask: the data collator draws the MCP mask (``trainers.masking.hybrid_chunk_mask`` over
 ``chunk_ids``), writes ``[MASK]`` (``mask_token_id``) into ``input_ids`` and keeps ``labels`` only where it masked.
 
-Outputs of :meth:`PELAProcessor.__call__` (B samples, L tokens, N chunks, F boundary frames):
+Two entry points:
+
+* ``processor(images=..., text=..., motion=None, hands=...)`` (transformers style) or ``processor(rows)`` (UniHand-Mix
+  rows) returns exactly the model's inputs (:attr:`PELAProcessor.model_input_names`). Without motion (or with
+  ``generation=True``) it is a generation prompt for ``generate_motion`` / ``get_predictive_embeddings``: ``input_ids``,
+  ``attention_mask``, ``pixel_values`` and ``frame_pixel_values`` (or ``frame_features``), left-padded. With motion it
+  is a training batch for ``model(**inputs)``: with the ``masked_chunk`` objective every motion token of a target chunk
+  is replaced by ``[MASK]`` (MCP as in paper eq. 2; the hybrid masking of appendix A.3 is the data collator's job),
+  with ``next_token`` the chunks stay intact (teacher forcing).
+* :meth:`PELAProcessor.encode` (rows) returns the unmasked batch with the collator's fields, for
+  ``trainers.collator.PELADataCollator``.
+
+Fields (B samples, L tokens, N chunks, F boundary frames):
 
 * ``input_ids`` (B, L) int64, ``attention_mask`` (B, L) int64, ``labels`` (B, L) int64 (-100 = not a target);
 * ``chunk_ids`` (B, L) int64: chunk index of every motion position, -1 elsewhere;
@@ -26,10 +38,11 @@ Outputs of :meth:`PELAProcessor.__call__` (B samples, L tokens, N chunks, F boun
 * ``frame_pixel_values`` (B, F, 3, H', W') float (``frame_processor``) or ``frame_features`` (B, F, D) float
   (precomputed, without ``frame_processor``), zero-padded; frame 0 is the first frame;
 * ``chunk_hands`` (B, N) int64 (0 left, 1 right, -1 padding) and ``chunk_frames`` (B, N) int64 (start boundary frame
-  ``t`` of each chunk, whose end frame is ``t + 1``; -1 padding);
-* ``is_labeled`` (B,) bool and ``first_target_chunk`` (B,) int64: the smallest chunk the collator may pick as MCP
-  target (the context size for continuation, the chunk count for description: none); a collator field, not a model
-  input: drop it before calling the model.
+  ``t`` of each chunk, whose end frame is ``t + 1``; -1 padding, and -1 where the sample has no end frame: no
+  alignment for that chunk);
+* ``is_labeled`` (B,) bool;
+* ``first_target_chunk`` (B,) int64 (:meth:`encode` only): the smallest chunk the collator may pick as MCP target (the
+  context size for continuation, the chunk count for description: none).
 """
 
 from __future__ import annotations
@@ -44,10 +57,11 @@ from PIL import Image
 from transformers import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
-from .configuration_pela import MOTION_SPECIAL_TOKENS, MotionSpecialTokensMixin
+from .configuration_pela import MOTION_SPECIAL_TOKENS, OBJECTIVES, MotionSpecialTokensMixin
 
 HANDS = ("left", "right")
 TASK_TYPES = ("motion_generation", "motion_description", "motion_continuation", "video_only")
+TRAINING_INPUTS = ("labels", "chunk_ids", "chunk_hands", "chunk_frames", "is_labeled")
 IGNORE_INDEX = -100
 
 
@@ -74,6 +88,7 @@ class PELAProcessor(MotionSpecialTokensMixin, ProcessorMixin):
         image_start_token_id / image_end_token_id: optional ids wrapping the image tokens (InternVL ``<img>`` /
             ``</img>``).
         use_latent_state: insert the LSP state blocks (``PELAConfig.use_latent_state``).
+        objective: the model's ``PELAConfig.objective``: how :meth:`__call__` builds training inputs.
     """
 
     def __init__(
@@ -90,8 +105,12 @@ class PELAProcessor(MotionSpecialTokensMixin, ProcessorMixin):
         image_start_token_id: int | None = None,
         image_end_token_id: int | None = None,
         use_latent_state: bool = True,
+        objective: str = "masked_chunk",
         chat_template: str | None = None,
     ) -> None:
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        self.objective = objective
         self.motion_token_offset = motion_token_offset
         self.codebook_size = codebook_size
         self.tokens_per_chunk = tokens_per_chunk
@@ -123,6 +142,7 @@ class PELAProcessor(MotionSpecialTokensMixin, ProcessorMixin):
             image_token_id=config.image_token_id,
             image_seq_length=config.vlm_config.image_seq_length,
             use_latent_state=config.use_latent_state,
+            objective=config.objective,
             **kwargs,
         )
 
@@ -303,20 +323,148 @@ class PELAProcessor(MotionSpecialTokensMixin, ProcessorMixin):
         )
         return BatchFeature(batch)
 
-    def __call__(
+    def encode(
         self,
         samples: Mapping[str, Any] | Sequence[Mapping[str, Any]],
         motion_tokenizer: Any = None,
         generation: bool = False,
         padding_side: str | None = None,
     ) -> BatchFeature:
-        """One sample or a list of UniHand-Mix samples -> a padded batch (module docstring). ``motion_tokenizer``
-        encodes MANO when a sample has no precomputed ``motion_tokens_*``; ``generation=True`` builds left-padded
-        prompts for ``PELAForPretraining.generate_motion``."""
+        """UniHand-Mix rows -> the unmasked batch with every field of the module docstring (``first_target_chunk``
+        included), what a data collator masks. ``motion_tokenizer`` encodes MANO when a row has no precomputed
+        ``motion_tokens_*``; ``generation=True`` builds left-padded prompts."""
         if isinstance(samples, Mapping):
             samples = [samples]
         encoded = [self.encode_sample(sample, motion_tokenizer, generation) for sample in samples]
         return self.collate(encoded, padding_side or ("left" if generation else "right"))
+
+    @property
+    def model_input_names(self) -> list[str]:
+        """Every key :meth:`__call__` can return (a prompt returns the first four, or ``frame_features``)."""
+        frames = "frame_pixel_values" if self.frame_processor is not None else "frame_features"
+        return ["input_ids", "attention_mask", "pixel_values", frames, *TRAINING_INPUTS]
+
+    def __call__(
+        self,
+        images: Any = None,
+        text: str | Sequence[str] | None = None,
+        motion: Any = None,
+        *,
+        hands: Sequence[str] | Sequence[Sequence[str]] | None = None,
+        motion_tokenizer: Any = None,
+        generation: bool | None = None,
+        objective: str | None = None,
+        padding_side: str | None = None,
+    ) -> BatchFeature:
+        """Model inputs, transformers style: ``model(**processor(images=, text=, motion=))`` trains,
+        ``model.generate_motion(**processor(images=, text=))`` generates.
+
+        Args:
+            images: per sample its first frame (PIL image or (H, W, 3) uint8 array), or the list of its boundary
+                frames ``[v_0, v_1, ..., v_N]`` (frame ``n`` starts chunk ``n``; needed for the alignment loss). A
+                UniHand-Mix row (dict) or a list of rows may be given instead (then ``text``/``motion``/``hands``
+                must be None).
+            text: the instruction(s), one per sample.
+            motion: None (a generation prompt), or per sample ``{hand: mano}`` with ``mano`` the MANO fields
+                ``{"hand_pose": (T, 15, 3) or (T, 45), "global_orient": (T, 3), "transl": (T, 3)}`` in the camera frame
+                (radians, metres; T a multiple of ``chunk_length``, encoded with ``motion_tokenizer``), or ``{hand:
+                token ids (N, K)}`` from the motion tokenizer.
+            hands: the sides of each sample (default: the keys of its motion, else both hands).
+            motion_tokenizer: a ``MotionTokenizerModel`` for MANO motion.
+            generation: force a prompt (True) or a training batch (False); default: a prompt iff there is no motion.
+            objective: ``"masked_chunk"`` (target chunks fully ``[MASK]``ed) or ``"next_token"``; default: the
+                processor's ``objective`` (the model's, see :meth:`from_model_config`).
+
+        Returns a ``BatchFeature`` with exactly the model's inputs (module docstring). Raises ``ValueError`` naming
+        the sample for inconsistent lengths, unknown hands or motion of the wrong shape."""
+        objective = objective or self.objective
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        if _is_rows(images):
+            if text is not None or motion is not None or hands is not None:
+                raise ValueError("pass either UniHand-Mix rows or images=/text=/motion=/hands=, not both")
+            rows = [images] if isinstance(images, Mapping) else list(images)
+            generation = bool(generation)
+        else:
+            rows = self._rows_from_inputs(images, text, motion, hands)
+            generation = motion is None if generation is None else generation
+        batch = self.encode(rows, motion_tokenizer, generation, padding_side)
+        if generation:
+            return BatchFeature({key: batch[key] for key in self.model_input_names[:4] if key in batch})
+        del batch["first_target_chunk"]
+        if not _is_rows(images):  # chunks without an end frame among the images given get no alignment
+            frames = torch.tensor([len(row["boundary_frames"]) for row in rows])[:, None]
+            batch["chunk_frames"] = batch["chunk_frames"].masked_fill(batch["chunk_frames"] + 1 >= frames, -1)
+        if objective == "masked_chunk":
+            targets = (batch["chunk_ids"] >= 0) & (batch["labels"] != IGNORE_INDEX)
+            batch["input_ids"] = batch["input_ids"].masked_fill(targets, self.mask_token_id)
+        return batch
+
+    def _rows_from_inputs(self, images: Any, text: Any, motion: Any, hands: Any) -> list[dict[str, Any]]:
+        """``images`` / ``text`` / ``motion`` / ``hands`` (see :meth:`__call__`) -> one UniHand-Mix row per sample."""
+        if images is None or text is None:
+            raise ValueError("PELAProcessor needs images= (first frame of each sample) and text= (its instruction)")
+        texts = [text] if isinstance(text, str) else list(text)
+        frames = [images] if not isinstance(images, (list, tuple)) else list(images)
+        if len(texts) == 1 and len(frames) > 1 and not isinstance(frames[0], (list, tuple)):
+            frames = [frames]  # one sample given its boundary frames
+        motions = [motion] if motion is None or isinstance(motion, Mapping) else list(motion)
+        if isinstance(hands, str):
+            hands = list(HANDS) if hands == "both" else [hands]
+        sides = [hands] if hands is None or (hands and isinstance(hands[0], str)) else list(hands)
+        count = len(texts)
+        for name, values in (("images", frames), ("motion", motions), ("hands", sides)):
+            if len(values) == 1 and count > 1:
+                values *= count
+            if len(values) != count:
+                raise ValueError(f"{name} has {len(values)} entries for {count} instructions (text)")
+        rows = []
+        for index, (instruction, sample_frames, sample_motion, sample_hands) in enumerate(
+            zip(texts, frames, motions, sides, strict=True)
+        ):
+            sample_frames = list(sample_frames) if isinstance(sample_frames, (list, tuple)) else [sample_frames]
+            sample_hands = list(sample_hands or (sample_motion or {}).keys() or HANDS)
+            unknown = [hand for hand in sample_hands if hand not in HANDS]
+            if unknown or not sample_hands:
+                raise ValueError(f"sample {index}: hands must be a non-empty subset of {HANDS}, got {sample_hands}")
+            row: dict[str, Any] = {
+                "id": f"sample-{index}", "instruction": instruction, "hands": sample_hands, "task_type":
+                "motion_generation", "first_frame": sample_frames[0], "boundary_frames": sample_frames,
+                "num_chunks": 0, "has_motion_labels": sample_motion is not None,
+            }  # fmt: skip
+            if sample_motion is not None:
+                missing = [hand for hand in sample_hands if hand not in sample_motion]
+                if missing:
+                    raise ValueError(f"sample {index}: motion has no {missing} hand (motion keys are the hands)")
+                counts = set()
+                for hand in sample_hands:
+                    value = sample_motion[hand]
+                    if isinstance(value, Mapping):
+                        frames_of_hand = len(value["global_orient"])
+                        if frames_of_hand % self.chunk_length:
+                            raise ValueError(
+                                f"sample {index} ({hand} hand): {frames_of_hand} MANO frames is not a multiple of "
+                                f"chunk_length {self.chunk_length}"
+                            )
+                        counts.add(frames_of_hand // self.chunk_length)
+                        row[f"mano_{hand}"] = value
+                    else:
+                        tokens = torch.as_tensor(value, dtype=torch.long)
+                        tokens = tokens[None] if tokens.dim() == 1 else tokens
+                        counts.add(tokens.shape[0])
+                        row[f"motion_tokens_{hand}"] = tokens
+                if len(counts) != 1:
+                    raise ValueError(f"sample {index}: the hands' motions have different numbers of chunks {counts}")
+                row["num_chunks"] = counts.pop()
+            rows.append(row)
+        return rows
+
+
+def _is_rows(value: Any) -> bool:
+    """Whether ``value`` is a UniHand-Mix row (a dict) or a non-empty list of rows."""
+    if isinstance(value, Mapping):
+        return True
+    return isinstance(value, (list, tuple)) and bool(value) and isinstance(value[0], Mapping)
 
 
 PELAProcessor.register_for_auto_class()

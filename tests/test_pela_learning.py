@@ -53,7 +53,7 @@ def test_generation_reproduces_each_prompts_motion(objective, align, steps, tmp_
 def test_slot_embedding_reaches_masked_positions_in_training_and_decoding():
     model = tiny_model()
     processor = tiny_processor(model.config)
-    batch = processor(make_sample(num_chunks=1))
+    batch = processor.encode(make_sample(num_chunks=1))
     slots = model.motion_slots_from_input_ids(batch["input_ids"])
     motion = batch["chunk_ids"] >= 0
     assert torch.equal(slots[motion], torch.arange(model.config.tokens_per_chunk))

@@ -43,14 +43,14 @@ def mixed_batch(model, processor) -> dict:
         make_sample("motion_description", seed=2),
         make_sample("motion_continuation", hands=("left", "right"), num_chunks=3, context_chunks=1, seed=3),
     ]
-    return model_inputs(mask_batch(processor(samples), model.config))
+    return model_inputs(mask_batch(processor.encode(samples), model.config))
 
 
 def perturbation_batch(processor, model) -> tuple[dict, torch.Tensor]:
     """Three copies of a 2-chunk sample with a partly masked first chunk: original, one with slot 100 of chunk 0
     changed, one with every token after chunk 0 changed. Returns the inputs and chunk 0's positions."""
     config = model.config
-    batch = model_inputs(processor(make_sample("motion_generation", num_chunks=2, seed=5)))
+    batch = model_inputs(processor.encode(make_sample("motion_generation", num_chunks=2, seed=5)))
     ids = batch["input_ids"]
     chunk0 = (batch["chunk_ids"][0] == 0).nonzero().flatten()
     chunk1 = (batch["chunk_ids"][0] == 1).nonzero().flatten()
@@ -141,7 +141,7 @@ def test_mixed_batch_loss_is_the_mean_of_per_sample_losses(model, mixed_batch):
 
 
 def test_video_only_samples_train_alignment_only(model, processor):
-    batch = model_inputs(mask_batch(processor(make_sample("motion_generation", seed=7)), model.config))
+    batch = model_inputs(mask_batch(processor.encode(make_sample("motion_generation", seed=7)), model.config))
     with torch.no_grad():
         labeled = model(**batch)
         batch["is_labeled"] = torch.tensor([False])
@@ -205,7 +205,7 @@ def test_variants_without_alignment_and_without_latent_state(processor):
     sample = make_sample("motion_generation", seed=3)
     no_align = tiny_model(align=False).train()
     assert not hasattr(no_align.perceiver, "lap_trunk") and no_align.perceiver.lsp_queries.weight.requires_grad
-    batch = model_inputs(mask_batch(processor(sample), no_align.config))
+    batch = model_inputs(mask_batch(processor.encode(sample), no_align.config))
     out = no_align(**batch)
     assert out.align_loss is None and out.latent_actions is None
     out.loss.backward()
@@ -229,7 +229,7 @@ def test_precomputed_frame_features(processor):
     assert model.frame_encoder is None
     features_processor = tiny_processor(model.config, frames=False)
     samples = [make_sample(seed=s, frame_features=24) for s in range(2)]
-    batch = model_inputs(mask_batch(features_processor(samples), model.config))
+    batch = model_inputs(mask_batch(features_processor.encode(samples), model.config))
     assert batch["frame_features"].shape == (2, 3, 24)
     out = model(**batch)
     assert out.align_loss is not None and torch.isfinite(out.loss)

@@ -35,7 +35,7 @@ def chunk_tokens(batch, row: int, chunk: int) -> torch.Tensor:
 
 def test_motion_generation_layout(config, processor):
     sample = make_sample("motion_generation", hands=("right",), num_chunks=2, seed=0)
-    batch = processor(sample)
+    batch = processor.encode(sample)
     ids, labels = batch["input_ids"][0], batch["labels"][0]
     words = processor.tokenizer(sample["instruction"], add_special_tokens=False)["input_ids"]
     n = len(words)
@@ -59,7 +59,7 @@ def test_motion_generation_layout(config, processor):
 
 def test_two_hands_are_interleaved_in_time(config, processor):
     sample = make_sample("motion_generation", hands=("right", "left"), num_chunks=2, seed=1)
-    batch = processor(sample)
+    batch = processor.encode(sample)
     ids = batch["input_ids"][0]
     assert int((ids == config.state_left_token_id).sum()) == K and int((ids == config.state_right_token_id).sum()) == K
     assert (ids == config.state_left_token_id).nonzero().max() < (ids == config.state_right_token_id).nonzero().min()
@@ -74,7 +74,7 @@ def test_continuation_description_and_video_only(config, processor):
     continuation = make_sample("motion_continuation", hands=("left", "right"), num_chunks=3, context_chunks=1, seed=2)
     description = make_sample("motion_description", seed=3)
     video = make_sample("video_only", hands=("left", "right"), seed=4)
-    batch = processor([continuation, description, video])
+    batch = processor.encode([continuation, description, video])
     assert batch["first_target_chunk"].tolist() == [2, 2, 0]
     assert batch["is_labeled"].tolist() == [True, True, False]
     labels, chunk_ids = batch["labels"], batch["chunk_ids"]
@@ -103,7 +103,7 @@ def test_continuation_description_and_video_only(config, processor):
 def test_generation_prompts_are_left_padded_and_stop_before_the_targets(config, processor):
     generation = make_sample("motion_generation", seed=5)
     continuation = make_sample("motion_continuation", num_chunks=3, context_chunks=2, seed=6)
-    batch = processor([generation, continuation], generation=True)
+    batch = processor.encode([generation, continuation], generation=True)
     assert batch["attention_mask"][0, 0] == 0 and batch["attention_mask"][:, -1].tolist() == [1, 1]
     assert int((batch["chunk_ids"][0] >= 0).sum()) == 0 and int((batch["chunk_ids"][1] >= 0).sum()) == 2 * K
     assert bool((batch["labels"] == -100).all())
@@ -127,18 +127,20 @@ def test_mano_is_tokenized_with_the_motion_tokenizer(config, processor):
     tokenizer.init_codebooks([motion])
     sample = dict(make_sample(seed=7), motion_tokens_right=None, mano_right=mano)
     with pytest.raises(ValueError, match="pass motion_tokenizer="):
-        processor(sample)
-    batch = processor(sample, motion_tokenizer=tokenizer)
+        processor.encode(sample)
+    batch = processor.encode(sample, motion_tokenizer=tokenizer)
     expected = tokenizer.encode_motion(motion) + config.motion_token_offset
     assert torch.equal(chunk_tokens(batch, 0, 0), expected[0]) and torch.equal(chunk_tokens(batch, 0, 1), expected[1])
 
 
 def test_precomputed_frame_features(config):
     processor = tiny_processor(config, frames=False)
-    batch = processor([make_sample(seed=8, frame_features=24), make_sample(num_chunks=1, seed=9, frame_features=24)])
+    batch = processor.encode(
+        [make_sample(seed=8, frame_features=24), make_sample(num_chunks=1, seed=9, frame_features=24)]
+    )
     assert "frame_pixel_values" not in batch and batch["frame_features"].shape == (2, 3, 24)
     with pytest.raises(ValueError, match="no frame_processor and no precomputed frame_features"):
-        processor(make_sample(seed=10))
+        processor.encode(make_sample(seed=10))
 
 
 @pytest.mark.parametrize(
@@ -153,4 +155,4 @@ def test_precomputed_frame_features(config):
 )
 def test_processor_errors(processor, changes, message):
     with pytest.raises(ValueError, match=message):
-        processor({**make_sample(seed=11), **changes})
+        processor.encode({**make_sample(seed=11), **changes})

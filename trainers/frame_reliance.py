@@ -42,10 +42,7 @@ def full_mask_loss(
     total = 0.0
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
-        batch = processor(list(chunk), motion_tokenizer=motion_tokenizer)
-        del batch["first_target_chunk"]
-        targets = (batch["chunk_ids"] >= 0) & (batch["labels"] != -100)
-        batch["input_ids"] = batch["input_ids"].masked_fill(targets, model.config.mask_token_id)
+        batch = processor(list(chunk), motion_tokenizer=motion_tokenizer, objective="masked_chunk")  # targets [MASK]ed
         batch = {
             key: value.to(model.device) if isinstance(value, torch.Tensor) else value for key, value in batch.items()
         }

@@ -1,0 +1,137 @@
+"""transformers calling conventions: ``model(**processor(images=, text=, motion=))`` trains,
+``model.generate_motion(**processor(images=, text=))`` generates, the processor returns exactly model inputs, and the
+model refuses MCP targets that were left visible."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from pela_testing import (
+    CODEBOOK,
+    K,
+    random_image,
+    single_thread,  # noqa: F401  (autouse: one torch thread)
+    tiny_model,
+    tiny_processor,
+)
+
+from modeling_pela import HandMotion, MotionTokenizerConfig, MotionTokenizerModel
+
+PROMPT_KEYS = {"input_ids", "attention_mask", "pixel_values", "frame_pixel_values"}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model(seed=1)
+
+
+@pytest.fixture(scope="module")
+def processor(model):
+    return tiny_processor(model.config)
+
+
+def random_mano(seed: int, frames: int = 15) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "hand_pose": rng.normal(size=(frames, 15, 3)) * 0.2,
+        "global_orient": rng.normal(size=(frames, 3)),
+        "transl": rng.normal(size=(frames, 3)) * 0.1 + [0, 0, 0.5],
+    }
+
+
+@pytest.fixture(scope="module")
+def motion_tokenizer():
+    torch.manual_seed(0)
+    tokenizer = MotionTokenizerModel(
+        MotionTokenizerConfig(codebook_size=CODEBOOK, encoder_width=16, decoder_width=16, latent_dim=16)
+    ).eval()
+    motions = [
+        HandMotion(
+            side, *(torch.as_tensor(mano[k], dtype=torch.float32) for k in ("hand_pose", "global_orient", "transl"))
+        )
+        for side, mano in (("right", random_mano(0, 30)), ("left", random_mano(1, 30)))
+    ]
+    tokenizer.fit_normalization(motions)
+    tokenizer.init_codebooks(motions)
+    return tokenizer
+
+
+def test_processor_output_is_exactly_the_training_inputs_and_the_model_trains_on_it(model, processor, motion_tokenizer):
+    rng = np.random.default_rng(0)
+    image = random_image(rng)
+    mano = random_mano(2)
+    inputs = processor(images=image, text="pick up a cup", motion={"right": mano}, motion_tokenizer=motion_tokenizer)
+    assert set(inputs) <= set(processor.model_input_names) and "first_target_chunk" not in inputs
+    motion = inputs["chunk_ids"] >= 0
+    assert int(motion.sum()) == K
+    assert bool((inputs["input_ids"][motion] == model.config.mask_token_id).all())  # MCP: the target chunk masked
+    motion_obj = HandMotion(
+        "right", *(torch.as_tensor(mano[k], dtype=torch.float32) for k in ("hand_pose", "global_orient", "transl"))
+    )
+    expected = motion_tokenizer.encode_motion(motion_obj)[0] + model.config.motion_token_offset
+    assert torch.equal(inputs["labels"][motion], expected)
+    assert inputs["chunk_frames"].tolist() == [[-1]]  # one image: no end frame, so no alignment for the chunk
+    output = model.train()(**inputs)
+    model.eval()
+    assert output.mcp_loss is not None and output.align_loss is None
+    torch.testing.assert_close(output.loss, output.mcp_loss)
+    output.loss.backward()
+    model.zero_grad()
+
+    frames = [random_image(rng), random_image(rng)]  # boundary frames v_0, v_1: the chunk is aligned
+    aligned = processor(images=frames, text="pick up a cup", motion={"right": mano}, motion_tokenizer=motion_tokenizer)
+    assert aligned["chunk_frames"].tolist() == [[0]] and aligned["frame_pixel_values"].shape[:2] == (1, 2)
+    with torch.no_grad():
+        assert model(**aligned).align_loss is not None
+
+
+def test_next_token_inputs_stay_intact_and_token_ids_are_accepted(processor):
+    rng = np.random.default_rng(3)
+    tokens = np.concatenate(
+        [rng.integers(0, CODEBOOK, (1, K // 2)), rng.integers(CODEBOOK, 2 * CODEBOOK, (1, K // 2))], 1
+    )
+    inputs = processor(images=random_image(rng), text="open drawer", motion={"left": tokens}, objective="next_token")
+    motion = inputs["chunk_ids"] >= 0
+    offset = processor.motion_token_offset
+    assert torch.equal(inputs["input_ids"][motion], torch.as_tensor(tokens[0]) + offset)  # teacher forcing
+    assert torch.equal(inputs["labels"][motion], inputs["input_ids"][motion])
+    next_token = tiny_model(seed=2, objective="next_token", align=False)
+    with torch.no_grad():
+        assert next_token(**inputs).mcp_loss is not None
+
+
+def test_generate_motion_from_a_processor_prompt(model, processor, motion_tokenizer):
+    rng = np.random.default_rng(4)
+    prompt = processor(images=[random_image(rng), random_image(rng)], text=["pick up a cup", "push block"])
+    assert set(prompt) == PROMPT_KEYS and prompt["input_ids"].shape[0] == 2
+    output = model.generate_motion(**prompt, motion_tokenizer=motion_tokenizer, decode_ratio=0.5)
+    assert output.hands == ("left", "right") and output.motion_tokens.shape == (2, 1, 2, K)
+    assert output.mano["right"]["transl"].shape == (2, 15, 3)
+    right = processor(images=random_image(rng), text="pick up a cup", hands="right")
+    assert model.generate_motion(**right, decode_ratio=0.5).hands == ("right",)
+
+
+def test_the_model_refuses_visible_mcp_targets(model, processor):
+    rng = np.random.default_rng(5)
+    tokens = np.concatenate(
+        [rng.integers(0, CODEBOOK, (1, K // 2)), rng.integers(CODEBOOK, 2 * CODEBOOK, (1, K // 2))], 1
+    )
+    leaked = processor(images=random_image(rng), text="pick up a cup", motion={"right": tokens}, objective="next_token")
+    with pytest.raises(ValueError, match="not \\[MASK\\].*copy"):
+        model(**leaked)
+
+
+def test_processor_errors_name_the_sample_and_field(processor):
+    rng = np.random.default_rng(6)
+    image = random_image(rng)
+    with pytest.raises(ValueError, match="images has 2 entries for 3 instructions"):
+        processor(images=[image, image], text=["a", "b", "c"])
+    with pytest.raises(
+        ValueError, match="sample 0 \\(right hand\\): 20 MANO frames is not a multiple of chunk_length 15"
+    ):
+        processor(images=image, text="a", motion={"right": random_mano(0, 20)})
+    with pytest.raises(ValueError, match="sample 0: hands must be"):
+        processor(images=image, text="a", hands=["middle"])
+    with pytest.raises(ValueError, match="not both"):
+        processor([{"instruction": "a"}], text="a")
