@@ -70,7 +70,8 @@ def test_tokenize_fills_the_columns_in_place_like_on_the_fly_tokenization(export
     labelled = next(r for r in rows if r["has_motion_labels"] and r["task_type"] == "motion_generation")
     processor = tiny_processor_for(rows, tokenizer.config)
     with_tokens = processor.encode(labelled, motion_tokenizer=tokenizer)
-    assert torch.equal(with_tokens["input_ids"], processor.encode(labelled)["input_ids"])  # accepted: made by this tokenizer
+    accepted = processor.encode(labelled)["input_ids"]  # made by this tokenizer
+    assert torch.equal(with_tokens["input_ids"], accepted)
     with pytest.raises(ValueError, match=rf"sample '{labelled['id']}'.*motion_tokens_(left|right).*pela data tokenize"):
         processor.encode(labelled, motion_tokenizer=_tokenizer(1))
 

@@ -33,7 +33,9 @@ def saved(tmp_path_factory):
             parameter.add_(0.01)
     model.ema_update()
     processor = tiny_processor(model.config)
-    batch = model_inputs(mask_batch(processor.encode([make_sample(seed=0), make_sample("video_only", seed=1)]), model.config))
+    batch = model_inputs(
+        mask_batch(processor.encode([make_sample(seed=0), make_sample("video_only", seed=1)]), model.config)
+    )
     prompt = {k: v for k, v in processor(make_sample(seed=2), generation=True).items() if k in PROMPT_KEYS}
     directory = tmp_path_factory.mktemp("pela")
     model.save_pretrained(directory)
@@ -217,5 +219,7 @@ def test_from_pretrained_components_loads_saved_backbone_and_frozen_frame_encode
     for name, value in encoder.state_dict().items():
         assert torch.equal(model.frame_encoder.state_dict()[name], value), name
     assert not any(p.requires_grad for p in model.frame_encoder.parameters())
-    batch = model_inputs(mask_batch(tiny_processor(model.config, frame_size=64).encode([make_sample(seed=1)]), model.config))
+    batch = model_inputs(
+        mask_batch(tiny_processor(model.config, frame_size=64).encode([make_sample(seed=1)]), model.config)
+    )
     assert torch.isfinite(model(**batch).loss)
