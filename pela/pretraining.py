@@ -29,6 +29,7 @@ from transformers.models.got_ocr2.image_processing_got_ocr2 import GotOcr2ImageP
 from datasets_unihand_mix.streaming import stream_unihand_mix
 from datasets_unihand_mix.tasks import stable_uniform
 from modeling_pela import MotionTokenizerModel, PELAConfig, PELAForPretraining, PELAProcessor
+from modeling_pela.pipeline_pela import CUSTOM_PIPELINES, MOTION_TOKENIZER_SUBFOLDER, save_pipeline_code
 from trainers.checkpointing import last_complete_checkpoint
 from trainers.collator import PELADataCollator
 from trainers.pela_trainer import PELATrainer
@@ -84,7 +85,6 @@ def check_motion_vocabulary(owner: str, config: Any, tokenizer_config: Any) -> N
             )
 
 
-MOTION_TOKENIZER_SUBFOLDER = "motion_tokenizer"
 
 
 @dataclass
@@ -239,11 +239,14 @@ def save_pretraining_checkpoint(
     **card_kwargs: Any,
 ) -> Path:
     """Model weights + config, processor (tokenizer, image processors), the motion tokenizer (in
-    ``motion_tokenizer/``) and a model card (``README.md``, :func:`pretraining_model_card` with ``card_kwargs``):
-    everything :func:`load_pretraining_checkpoint`, ``pela eval`` / ``generate``, the LeRobot policy's backbone
-    loader and ``push_to_hub`` need."""
+    ``motion_tokenizer/``), the ``hand-motion-generation`` pipeline's code (``config.custom_pipelines``) and a model
+    card (``README.md``, :func:`pretraining_model_card` with ``card_kwargs``): everything
+    :func:`load_pretraining_checkpoint`, ``pela eval`` / ``generate``, ``transformers.pipeline``, the LeRobot policy's
+    backbone loader and ``push_to_hub`` need."""
     output_dir = Path(output_dir)
+    model.config.custom_pipelines = CUSTOM_PIPELINES
     model.save_pretrained(output_dir)
+    save_pipeline_code(output_dir)
     processor.save_pretrained(output_dir)
     motion_tokenizer.save_pretrained(output_dir / MOTION_TOKENIZER_SUBFOLDER)
     pretraining_model_card(model, **card_kwargs).save(str(output_dir / "README.md"))

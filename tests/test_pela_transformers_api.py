@@ -15,6 +15,7 @@ from pela_testing import (
     tiny_model,
     tiny_processor,
 )
+from remote_code import run_without_project
 
 from modeling_pela import HandMotion, MotionTokenizerConfig, MotionTokenizerModel
 
@@ -135,3 +136,35 @@ def test_processor_errors_name_the_sample_and_field(processor):
         processor(images=image, text="a", hands=["middle"])
     with pytest.raises(ValueError, match="not both"):
         processor([{"instruction": "a"}], text="a")
+
+
+def test_hand_motion_generation_pipeline_in_a_fresh_process(model, processor, motion_tokenizer, tmp_path):
+    from pela.pretraining import save_pretraining_checkpoint
+
+    folder = save_pretraining_checkpoint(tmp_path / "checkpoint", model, processor, motion_tokenizer)
+    image = random_image(np.random.default_rng(7))
+    image.save(tmp_path / "scene.png")
+    prompt = processor(images=image, text="pick up a cup", hands="right")
+    expected = model.generate_motion(
+        **prompt, num_ensembles=2, ensemble_method="mean", generator=torch.Generator().manual_seed(3),
+        motion_tokenizer=motion_tokenizer,
+    ).mano["right"]  # fmt: skip
+    script = f"""
+        import numpy as np
+        from PIL import Image
+        from transformers import pipeline
+        generate = pipeline("hand-motion-generation", model={str(folder)!r}, trust_remote_code=True)
+        assert type(generate).__module__.startswith("transformers_modules."), type(generate).__module__
+        motion = generate(Image.open("scene.png"), "pick up a cup", hands="right", num_ensembles=2, seed=3)
+        np.savez("motion.npz", **motion["right"])
+        print("HANDS=" + ",".join(motion))
+        """
+    result = run_without_project(script, tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stdout.split("HANDS=")[-1].strip() == "right"
+    motion = np.load(tmp_path / "motion.npz")
+    assert motion["keypoints"].shape == (15, 21, 3) and motion["hand_pose"].shape == (15, 15, 3)
+    for name in ("hand_pose", "global_orient", "transl"):
+        np.testing.assert_allclose(motion[name], expected[name][0].numpy(), atol=1e-5)
+    wrist = motion["keypoints"][:, 0]
+    np.testing.assert_allclose(wrist, motion["transl"], atol=0.2)  # keypoints in metres, around the wrist position
