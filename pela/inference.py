@@ -16,11 +16,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from datasets_unihand_mix.streaming import stream_unihand_mix
 from modeling_pela.mano import KEYPOINT_PARENTS, HandKinematics, load_hand_kinematics
 from trainers.generation_eval import GENERATION_INPUTS, evaluate_generation
 
-from .pretraining import crop_row, load_pretraining_checkpoint
+from .pretraining import evaluation_rows, load_pretraining_checkpoint
 
 HAND_COLOURS = {"left": (40, 120, 255), "right": (255, 60, 40)}
 DEFAULT_FOCAL_FACTOR = 0.9  # datasets_unihand_mix.procedural.FOCAL_FACTOR
@@ -42,12 +41,7 @@ def evaluate_checkpoint(
     kinematics = load_hand_kinematics(mano_dir)
     results = {}
     for split in splits:
-        rows = []
-        for row in stream_unihand_mix(data, split, "test"):
-            if row["has_motion_labels"] and int(row["num_chunks"]) >= num_chunks:
-                rows.append(crop_row(row, num_chunks))
-            if max_rows is not None and len(rows) >= max_rows:
-                break
+        rows = evaluation_rows(data, split, max_rows, num_chunks)
         results[split] = evaluate_generation(
             model, processor, motion_tokenizer, rows, kinematics, num_chunks=num_chunks, num_ensembles=num_ensembles,
             generator=torch.Generator().manual_seed(0),

@@ -85,8 +85,6 @@ def check_motion_vocabulary(owner: str, config: Any, tokenizer_config: Any) -> N
             )
 
 
-
-
 @dataclass
 class PretrainArguments:
     """What ``pela pretrain`` trains on and which model it builds (the optimisation settings are
@@ -193,7 +191,18 @@ def pretrain(
     collator = PELADataCollator(processor, motion_tokenizer, seed=args.seed, objective=model.config.objective)
     if not model.config.align:  # without alignment an unlabelled (video-only) row gives no loss: skip it
         train_rows = train_rows.filter(is_labelled_row)
-    trainer = PELATrainer(model=model, args=args, train_dataset=train_rows, data_collator=collator)
+    eval_rows = None
+    if args.eval_strategy != "no":
+        if dataset is None:
+            raise ValueError(f"eval_strategy={args.eval_strategy!r} needs the dataset folder to score (dataset=)")
+        eval_rows = {
+            split: evaluation_rows(dataset, split, max_rows=getattr(args, "eval_max_rows", None))
+            for split in ("lab", "wild")
+        }
+    trainer = PELATrainer(
+        model=model, args=args, train_dataset=train_rows, data_collator=collator, processing_class=processor,
+        motion_tokenizer=motion_tokenizer, eval_dataset=eval_rows,
+    )  # fmt: skip
     resume = args.resume_from_checkpoint
     if resume == "last":
         resume = last_complete_checkpoint(args.output_dir)
@@ -312,6 +321,18 @@ def load_pretraining_checkpoint(
     model = PELAForPretraining.from_pretrained(str(path)).eval()
     processor = PELAProcessor.from_pretrained(str(path))
     return model, processor, MotionTokenizerModel.from_pretrained(str(tokenizer_path)).eval()
+
+
+def evaluation_rows(data: str, split: str, max_rows: int | None = None, num_chunks: int = 1) -> list[dict[str, Any]]:
+    """The labelled rows of ``split``/test of an exported UniHand-Mix, cut to their first ``num_chunks`` chunks (what
+    evaluation decodes and scores)."""
+    rows = []
+    for row in stream_unihand_mix(data, split, "test"):
+        if row["has_motion_labels"] and int(row["num_chunks"]) >= num_chunks:
+            rows.append(crop_row(row, num_chunks))
+        if max_rows is not None and len(rows) >= max_rows:
+            break
+    return rows
 
 
 def crop_row(row: Mapping[str, Any], max_chunks: int) -> dict[str, Any]:

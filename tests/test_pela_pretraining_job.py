@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -143,3 +144,30 @@ def test_trainer_evaluation_decodes_chunks_per_split(data_dir, parts, tmp_path):
         assert logged[f"eval_{split}_num_hand_chunks"] == hands
     metrics = trainer.evaluate(splits["lab"], metric_key_prefix="test")
     assert metrics["test_mwte"] == pytest.approx(logged["eval_lab_mwte"])  # deterministic decoding
+
+
+def test_every_checkpoint_is_self_contained_and_evaluation_runs_during_training(data_dir, parts, tmp_path):
+    tokenizer_model, _, processor = parts
+    train = stream_unihand_mix(data_dir, "mix", "train").map(lambda row: crop_row(row, 1))
+    args = pela_training_arguments(
+        str(tmp_path / "run"), max_steps=2, per_device_train_batch_size=2, logging_steps=1, use_cpu=True,
+        save_strategy="steps", save_steps=1, eval_strategy="steps", eval_steps=2, eval_max_rows=1,
+    )  # fmt: skip
+    pretrain("pela_wo_align", train, processor, tokenizer_model, args, dataset=data_dir)
+    checkpoint = tmp_path / "run" / "checkpoint-1"
+    for name in ("processor_config.json", "motion_tokenizer/config.json", "pipeline_pela.py", "mano.py"):
+        assert (checkpoint / name).exists(), name
+    model, reloaded_processor, reloaded_tokenizer = load_pretraining_checkpoint(checkpoint)
+    assert (
+        model.config.custom_pipelines["hand-motion-generation"]["impl"] == "pipeline_pela.HandMotionGenerationPipeline"
+    )
+    assert reloaded_processor.tokenizer("pick up")["input_ids"] == processor.tokenizer("pick up")["input_ids"]
+    assert reloaded_tokenizer.fingerprint() == tokenizer_model.fingerprint()
+    state = json.loads((tmp_path / "run" / "checkpoint-2" / "trainer_state.json").read_text())
+    scores = {
+        key: value
+        for entry in state["log_history"]
+        for key, value in entry.items()
+        if key in ("eval_lab_mpjpe", "eval_wild_mpjpe")
+    }
+    assert len(scores) == 2 and all(map(math.isfinite, scores.values()))

@@ -15,6 +15,7 @@ The loss itself is computed per sample by ``PELAForPretraining.forward``; the tr
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState,
 from transformers.trainer_utils import SchedulerType, has_length
 
 from modeling_pela.mano import HandKinematics
+from modeling_pela.pipeline_pela import CUSTOM_PIPELINES, MOTION_TOKENIZER_SUBFOLDER, save_pipeline_code
 
 from .callbacks import PerceiverEMACallback
 from .checkpointing import AtomicCheckpointMixin
@@ -54,6 +56,12 @@ class PELATrainingArguments(TrainingArguments):
     bf16: bool = field(default_factory=_bf16_supported)
     remove_unused_columns: bool = False
     restore_callback_states_from_checkpoint: bool = True
+    eval_max_rows: int | None = field(
+        default=None,
+        metadata={
+            "help": "labelled test rows per subset (lab, wild) decoded and scored at each evaluation; all if unset"
+        },
+    )
 
 
 def pela_training_arguments(output_dir: str, **overrides: Any) -> PELATrainingArguments:
@@ -195,6 +203,20 @@ class PELATrainer(AtomicCheckpointMixin, Trainer):
         finally:
             model.train(was_training)
         return {f"{prefix}_{key}": float(value) for key, value in scores.items()}
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """``Trainer._save`` (weights, config, ``processing_class``) plus, with a ``motion_tokenizer``, the tokenizer in
+        ``motion_tokenizer/`` and the ``hand-motion-generation`` pipeline's code: every ``checkpoint-N`` folder, like
+        the final one, is self-contained (eval, generate, pipeline, resume, LeRobot fine-tuning)."""
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        complete = self.motion_tokenizer is not None and hasattr(self.processing_class, "encode_sample")
+        if complete:
+            model.config.custom_pipelines = CUSTOM_PIPELINES
+        super()._save(output_dir, state_dict)
+        if complete:
+            self.motion_tokenizer.save_pretrained(os.path.join(output_dir, MOTION_TOKENIZER_SUBFOLDER))
+            save_pipeline_code(output_dir)
 
     def get_train_dataloader(self) -> DataLoader:
         dataset = self.train_dataset
