@@ -177,7 +177,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     results = evaluate_checkpoint(
         args.checkpoint, args.data, args.splits, num_chunks=args.num_chunks, num_ensembles=args.num_ensembles,
-        max_rows=args.max_rows, mano_dir=args.mano_dir,
+        max_rows=args.max_rows, mano_dir=args.mano_dir, motion_tokenizer=args.motion_tokenizer,
     )  # fmt: skip
     text = json.dumps(results, indent=2)
     if args.output:
@@ -197,7 +197,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     image = Image.open(args.image)
     mano = generate_for_image(
         args.checkpoint, image, args.instruction, args.hands, num_chunks=args.num_chunks,
-        num_ensembles=args.num_ensembles, seed=args.seed,
+        num_ensembles=args.num_ensembles, seed=args.seed, motion_tokenizer=args.motion_tokenizer,
     )  # fmt: skip
     path = render_hands_on_image(
         image, mano, load_hand_kinematics(args.mano_dir), args.output, focal_factor=args.focal_factor
@@ -340,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--max-rows", type=int, default=None, help="at most this many clips per split")
     evaluate.add_argument("--output", default=None, help="also write the metrics to this JSON file")
+    evaluate.add_argument(
+        "--motion-tokenizer", default=None, help="motion tokenizer folder (default: the checkpoint's motion_tokenizer/)"
+    )
     _add_kinematics_arg(evaluate)
     evaluate.set_defaults(func=_cmd_eval)
 
@@ -356,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--focal-factor", type=float, default=0.9, help="focal length / image width")
     generate.add_argument("--output", default="outputs/generated.png")
     generate.add_argument("--save-mano", default=None, help="write the generated MANO parameters to this JSON file")
+    generate.add_argument(
+        "--motion-tokenizer", default=None, help="motion tokenizer folder (default: the checkpoint's motion_tokenizer/)"
+    )
     _add_kinematics_arg(generate)
     generate.set_defaults(func=_cmd_generate)
 

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from modeling_pela.mano import KEYPOINT_PARENTS, HandKinematics, load_hand_kinematics
-from trainers.generation_eval import GENERATION_INPUTS, evaluate_generation
+from trainers.generation_eval import evaluate_generation
 
 from .pretraining import evaluation_rows, load_pretraining_checkpoint
 
@@ -34,10 +34,12 @@ def evaluate_checkpoint(
     num_ensembles: int = 1,
     max_rows: int | None = None,
     mano_dir: str | None = None,
+    motion_tokenizer: str | None = None,
 ) -> dict[str, dict[str, float]]:
     """``{split: metrics}`` (MPJPE, PA-MPJPE, MWTE, MDE in cm) of the first ``num_chunks`` generated chunks of every
-    labelled ``split``/test row of the exported UniHand-Mix at ``data``."""
-    model, processor, motion_tokenizer = load_pretraining_checkpoint(checkpoint)
+    labelled ``split``/test row of the exported UniHand-Mix at ``data`` (``motion_tokenizer``: a tokenizer folder
+    replacing the checkpoint's ``motion_tokenizer/``)."""
+    model, processor, motion_tokenizer = load_pretraining_checkpoint(checkpoint, motion_tokenizer)
     kinematics = load_hand_kinematics(mano_dir)
     results = {}
     for split in splits:
@@ -60,18 +62,15 @@ def generate_for_image(
     num_chunks: int = 1,
     num_ensembles: int = 1,
     seed: int = 0,
+    motion_tokenizer: str | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
     """MANO of ``num_chunks`` generated chunks per hand: ``{hand: {"hand_pose" (T, 15, 3), "global_orient" (T, 3),
     "transl" (T, 3)}}`` with ``T = num_chunks * chunk_length``; with ``num_ensembles`` > 1 the mean motion of that many
     decoding runs (seeded by ``seed``)."""
-    model, processor, motion_tokenizer = load_pretraining_checkpoint(checkpoint)
-    prompt = {
-        "id": "prompt", "instruction": instruction, "first_frame": image.convert("RGB"), "hands": list(hands),
-        "num_chunks": num_chunks, "task_type": "motion_generation", "context_chunks": 0,
-    }  # fmt: skip
-    batch = processor(prompt, generation=True)
+    model, processor, motion_tokenizer = load_pretraining_checkpoint(checkpoint, motion_tokenizer)
+    prompt = processor(images=image.convert("RGB"), text=instruction, hands=list(hands))
     output = model.generate_motion(
-        **{key: batch[key] for key in GENERATION_INPUTS if key in batch}, hands=list(hands), num_chunks=num_chunks,
+        **prompt, num_chunks=num_chunks,
         num_ensembles=num_ensembles, ensemble_method="mean", generator=torch.Generator().manual_seed(seed),
         motion_tokenizer=motion_tokenizer,
     )  # fmt: skip

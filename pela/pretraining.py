@@ -316,7 +316,8 @@ def load_pretraining_checkpoint(
     tokenizer_path = motion_tokenizer or path / MOTION_TOKENIZER_SUBFOLDER
     if not motion_tokenizer and not (path / MOTION_TOKENIZER_SUBFOLDER).is_dir():
         raise FileNotFoundError(
-            f"{path} has no {MOTION_TOKENIZER_SUBFOLDER}/ folder: pass the motion tokenizer's folder explicitly"
+            f"{path} has no {MOTION_TOKENIZER_SUBFOLDER}/ folder: pass the motion tokenizer's folder explicitly "
+            "(`pela eval` / `pela generate`: --motion-tokenizer DIR)"
         )
     model = PELAForPretraining.from_pretrained(str(path)).eval()
     processor = PELAProcessor.from_pretrained(str(path))

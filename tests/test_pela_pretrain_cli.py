@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -119,6 +120,12 @@ def test_pretrain_eval_generate_from_the_command_line(workspace, tmp_path, capsy
     # the same seed gives the same motion
     assert main([*argv[:-2], "--save-mano", str(tmp_path / "again.json")]) == 0
     assert json.loads((tmp_path / "again.json").read_text()) == mano
+    # a folder without its motion tokenizer: the error names the flag, and the flag supplies it
+    shutil.rmtree(run / "motion_tokenizer")
+    argv = ["eval", str(run), "--data", str(workspace / "data"), "--max-rows", "1", "--splits", "lab"]
+    with pytest.raises(FileNotFoundError, match="--motion-tokenizer"):
+        main(argv)
+    assert main([*argv, "--motion-tokenizer", str(workspace / "tokenizer")]) == 0
 
 
 def test_projection_and_rendering_draw_the_hand_where_it_is(tmp_path):
