@@ -8,6 +8,7 @@ Everything runs on the tiny PELA preset and a tiny head; nothing is downloaded.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -180,9 +181,10 @@ def test_pretrained_backbone_checkpoint_with_its_processor(tmp_path):
     and the policy's embeddings equal the model's on the processor-built prompt."""
     model = tiny_model(seed=5)
     processor = tiny_processor(model.config)
-    model.save_pretrained(tmp_path)
-    processor.save_pretrained(tmp_path)
-    config = tiny_config(image_size=56, pretrained_backbone=str(tmp_path), backbone_tuning="frozen")
+    backbone = tmp_path / "backbone"
+    model.save_pretrained(backbone)
+    processor.save_pretrained(backbone)
+    config = tiny_config(image_size=56, pretrained_backbone=str(backbone), backbone_tuning="frozen")
     policy, preprocessor, _ = build(config)
     loaded = policy.backbone.model.state_dict()
     for name, value in model.state_dict().items():
@@ -205,6 +207,18 @@ def test_pretrained_backbone_checkpoint_with_its_processor(tmp_path):
         obs["observation.state"] = torch.zeros(1, STATE_DIM)
         cond = policy.predictive_embeddings(preprocessor(obs))
     torch.testing.assert_close(cond, expected, atol=1e-5, rtol=1e-4)
+    # the saved pre-processor carries the instruction tokenizer: it loads after the backbone folder is gone
+    from lerobot.processor import PolicyProcessorPipeline, batch_to_transition, transition_to_batch
+
+    preprocessor.save_pretrained(tmp_path / "policy")
+    shutil.rmtree(backbone)
+    reloaded = PolicyProcessorPipeline.from_pretrained(
+        tmp_path / "policy",
+        "policy_preprocessor.json",
+        to_transition=batch_to_transition,
+        to_output=transition_to_batch,
+    )
+    assert torch.equal(reloaded(obs)[OBS_LANGUAGE_TOKENS], preprocessor(obs)[OBS_LANGUAGE_TOKENS])
 
 
 # -- processors, training forward, inference ----------------------------------------------------------------------

@@ -11,6 +11,7 @@ this package is imported (LeRobot's scripts import it through ``register_third_p
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,8 @@ from lerobot.processor import (
     make_policy_processor_pipelines,
 )
 from lerobot.processor.pipeline import ObservationProcessorStep
-from transformers import ByT5Tokenizer
+from tokenizers import Tokenizer
+from transformers import ByT5Tokenizer, PreTrainedTokenizerFast
 
 from .backbone import IMAGENET_MEAN, IMAGENET_STD, resolve_backbone_config
 from .configuration_pela import PelaConfig
@@ -88,12 +90,49 @@ class PelaInstructionTokenizerStep(TokenizerProcessorStep):
     """LeRobot's tokenizer step (task -> ``observation.language.tokens`` / ``.attention_mask``) without special tokens
     (as ``PELAProcessor`` encodes instructions) and with a byte-level fallback: without ``tokenizer_name``,
     instructions are UTF-8 bytes shifted by 3 (``ByT5Tokenizer``; 0 = padding), so every id is below 248 and fits a
-    randomly initialised backbone's text vocabulary."""
+    randomly initialised backbone's text vocabulary.
+
+    A fast tokenizer travels *inside* the saved pipeline: :meth:`state_dict` holds its ``tokenizer.json`` and special
+    tokens as byte tensors (written next to ``policy_preprocessor.json``), so a saved or pushed policy loads where
+    the backbone folder named by ``tokenizer_name`` does not exist."""
+
+    embedded: bool = False
 
     def __post_init__(self) -> None:
+        if self.embedded:  # the tokenizer arrives with load_state_dict; a placeholder until then
+            self.tokenizer_name, self.tokenizer = None, None
         if self.tokenizer is None and self.tokenizer_name is None:
             self.tokenizer = ByT5Tokenizer(extra_ids=0)
         super().__post_init__()
+
+    def _is_embeddable(self) -> bool:
+        return isinstance(self.input_tokenizer, PreTrainedTokenizerFast)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        if self._is_embeddable():
+            config.pop("tokenizer_name", None)
+            config["embedded"] = True
+        return config
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        if not self._is_embeddable():
+            return {}
+        special = json.dumps(
+            {k: str(v) for k, v in self.input_tokenizer.special_tokens_map.items() if isinstance(v, str)}
+        )
+        return {
+            "tokenizer_json": _bytes_tensor(self.input_tokenizer.backend_tokenizer.to_str()),
+            "special_tokens": _bytes_tensor(special),
+        }
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if not state:
+            return
+        backend = Tokenizer.from_str(_tensor_text(state["tokenizer_json"]))
+        self.tokenizer = self.input_tokenizer = PreTrainedTokenizerFast(
+            tokenizer_object=backend, **json.loads(_tensor_text(state["special_tokens"]))
+        )
 
     def _tokenize_text(self, text: str | list[str]) -> dict[str, torch.Tensor]:
         return self.input_tokenizer(
@@ -105,6 +144,14 @@ class PelaInstructionTokenizerStep(TokenizerProcessorStep):
             add_special_tokens=False,
             return_tensors="pt",
         )
+
+
+def _bytes_tensor(text: str) -> torch.Tensor:
+    return torch.tensor(list(text.encode("utf-8")), dtype=torch.uint8)
+
+
+def _tensor_text(values: torch.Tensor) -> str:
+    return bytes(values.tolist()).decode("utf-8")
 
 
 def instruction_tokenizer_name(config: PelaConfig) -> str | None:
