@@ -180,6 +180,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         max_rows=args.max_rows, mano_dir=args.mano_dir, motion_tokenizer=args.motion_tokenizer,
     )  # fmt: skip
     text = json.dumps(results, indent=2)
+    if args.update_card:
+        from .pretraining import update_model_card
+
+        print(f"updated {update_model_card(args.checkpoint, results)}")
     if args.output:
         with open(args.output, "w") as handle:
             handle.write(text)
@@ -340,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--max-rows", type=int, default=None, help="at most this many clips per split")
     evaluate.add_argument("--output", default=None, help="also write the metrics to this JSON file")
+    evaluate.add_argument(
+        "--update-card", action="store_true", help="write the metrics into the checkpoint's model card (README.md)"
+    )
     evaluate.add_argument(
         "--motion-tokenizer", default=None, help="motion tokenizer folder (default: the checkpoint's motion_tokenizer/)"
     )

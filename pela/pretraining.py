@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 from transformers import AutoImageProcessor, PreTrainedTokenizerFast, TrainingArguments
 from transformers.models.dinov3_vit.image_processing_dinov3_vit import DINOv3ViTImageProcessor
@@ -33,6 +34,8 @@ from modeling_pela.pipeline_pela import CUSTOM_PIPELINES, MOTION_TOKENIZER_SUBFO
 from trainers.checkpointing import last_complete_checkpoint
 from trainers.collator import PELADataCollator
 from trainers.pela_trainer import PELATrainer
+
+CARD_SETTINGS = "pela_card.json"  # what the model card was rendered with (pela eval --update-card re-renders it)
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "pela": {"objective": "masked_chunk", "align": True},
@@ -213,8 +216,9 @@ def pretrain(
             f"(x {args.gradient_accumulation_steps} accumulation), lr {args.learning_rate}, seed {args.seed}"
         )
         save_pretraining_checkpoint(
-            args.output_dir, model, processor, motion_tokenizer, dataset=dataset, training=training
-        )
+            args.output_dir, model, processor, motion_tokenizer, dataset=dataset, training=training,
+            **({"repo_id": args.hub_model_id} if args.hub_model_id else {}),
+        )  # fmt: skip
     return model.eval(), [h for h in trainer.state.log_history if "loss" in h]
 
 
@@ -259,7 +263,24 @@ def save_pretraining_checkpoint(
     processor.save_pretrained(output_dir)
     motion_tokenizer.save_pretrained(output_dir / MOTION_TOKENIZER_SUBFOLDER)
     pretraining_model_card(model, **card_kwargs).save(str(output_dir / "README.md"))
+    (output_dir / CARD_SETTINGS).write_text(json.dumps(card_kwargs, indent=2))
     return output_dir
+
+
+def update_model_card(checkpoint: str | Path, metrics: Mapping[str, Mapping[str, float]]) -> Path:
+    """Re-render the checkpoint's ``README.md`` with ``metrics`` (``{split: {"mpjpe", ...}}``, as ``pela eval``
+    returns them) in its results table and model-index, keeping the settings it was written with."""
+    checkpoint = Path(checkpoint)
+    settings_path = checkpoint / CARD_SETTINGS
+    settings = json.loads(settings_path.read_text()) if settings_path.exists() else {}
+    settings["metrics"] = {split: dict(values) for split, values in metrics.items()}
+    kinematics = {values.get("kinematics") for values in metrics.values()} - {None}
+    if kinematics:
+        settings["kinematics"] = kinematics.pop()
+    model = PELAForPretraining.from_pretrained(str(checkpoint))
+    pretraining_model_card(model, **settings).save(str(checkpoint / "README.md"))
+    settings_path.write_text(json.dumps(settings, indent=2))
+    return checkpoint / "README.md"
 
 
 def pretraining_model_card(
@@ -279,9 +300,29 @@ def pretraining_model_card(
         "custom",
     )
     hub_dataset = dataset if dataset and not Path(dataset).exists() else None
+    base_model = getattr(config.vlm_config, "_name_or_path", "") or None
+    if base_model and Path(base_model).exists():
+        base_model = None  # a local folder is not a Hub id
+    eval_results = [
+        EvalResult(
+            task_type="hand-motion-generation",
+            task_name="Hand motion generation (first chunk)",
+            dataset_type=hub_dataset or "unihand-mix",
+            dataset_name=f"UniHand-Mix {split}",
+            dataset_config=split,
+            dataset_split="test",
+            metric_type=metric,
+            metric_name=f"{metric.upper().replace('_', '-')} (cm)",
+            metric_value=round(float(m[metric]), 4),
+        )  # fmt: skip
+        for split, m in (metrics or {}).items()
+        for metric in ("mpjpe", "pa_mpjpe", "mwte", "mde")
+        if metric in m
+    ]
     card_data = ModelCardData(
         license=license, library_name="transformers", pipeline_tag="robotics", datasets=[hub_dataset] if hub_dataset
         else None, tags=["pela", "vla", "hand-motion", "robotics", "custom_code"], model_name=repo_id,
+        base_model=base_model, eval_results=eval_results or None,
     )  # fmt: skip
     text = config.vlm_config.text_config
     frame = config.frame_encoder_config

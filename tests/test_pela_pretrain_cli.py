@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from huggingface_hub import ModelCard
 from pela_testing import single_thread  # noqa: F401  (module fixture: one intra-op thread)
 from PIL import Image
 
@@ -93,18 +94,24 @@ def test_pretrain_help_lists_both_argument_groups(capsys):
 def test_pretrain_eval_generate_from_the_command_line(workspace, tmp_path, capsys):
     run = tmp_path / "pela"
     flags = [f"--{key}={value}" for key, value in yaml.safe_load(_config(workspace, run).read_text()).items()]
-    assert main(["pretrain", *flags]) == 0  # flags only, no YAML file
+    assert main(["pretrain", *flags, "--hub_model_id=me/pela-tiny"]) == 0  # flags only, no YAML file
     for name in ("model.safetensors", "config.json", "processor_config.json", "motion_tokenizer/config.json"):
         assert (run / name).exists(), name
     assert "mcp_loss" in capsys.readouterr().out  # the trainer's per-term logging reached the console
 
     metrics_path = tmp_path / "metrics.json"
+    assert ModelCard.load(run / "README.md").data.model_name == "me/pela-tiny"
     argv = ["eval", str(run), "--data", str(workspace / "data"), "--max-rows", "2", "--output", str(metrics_path)]
-    assert main(argv) == 0
+    assert main([*argv, "--update-card"]) == 0
     metrics = json.loads(metrics_path.read_text())
     for split in ("lab", "wild"):
         assert metrics[split]["num_hand_chunks"] >= 1 and metrics[split]["kinematics"] == "builtin"
         assert all(math.isfinite(metrics[split][k]) and metrics[split][k] > 0 for k in ("mpjpe", "mwte", "mde"))
+    card = ModelCard.load(run / "README.md")  # the metrics reached the card's table and its model-index
+    assert f"| lab | {metrics['lab']['mpjpe']:.2f} |" in card.text and 'from_pretrained("me/pela-tiny"' in card.text
+    results = {(r.dataset_name, r.metric_type): r.metric_value for r in card.data.eval_results}
+    assert results[("UniHand-Mix wild", "mpjpe")] == pytest.approx(metrics["wild"]["mpjpe"], abs=1e-3)
+    assert "sequences (x 1 accumulation)" in card.text  # the training line survives the update
 
     row = next(r for r in stream_unihand_mix(str(workspace / "data"), "lab", "test") if r["has_motion_labels"])
     image_path = tmp_path / "frame.png"
