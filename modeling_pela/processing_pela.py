@@ -57,7 +57,7 @@ from PIL import Image
 from transformers import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
-from .configuration_pela import MOTION_SPECIAL_TOKENS, OBJECTIVES, MotionSpecialTokensMixin
+from .configuration_pela import MOTION_SPECIAL_TOKENS, OBJECTIVES, MotionSpecialTokensMixin, PELAConfig
 
 HANDS = ("left", "right")
 TASK_TYPES = ("motion_generation", "motion_description", "motion_continuation", "video_only")
@@ -145,6 +145,56 @@ class PELAProcessor(MotionSpecialTokensMixin, ProcessorMixin):
             objective=config.objective,
             **kwargs,
         )
+
+    @classmethod
+    def from_pretrained_components(
+        cls,
+        vlm_name_or_path: str,
+        motion_tokenizer_name_or_path: str,
+        frame_encoder_name_or_path: str | None = None,
+        *,
+        preset: str = "2b",
+        **config_overrides: Any,
+    ) -> PELAProcessor:
+        """The processor of ``PELAForPretraining.from_pretrained_components(vlm_name_or_path,
+        frame_encoder_name_or_path, **config_overrides)`` with the motion tokenizer's layout: the VLM's own tokenizer
+        and image processor (``AutoProcessor``; InternVL's ``<img>`` / ``</img>`` wrap the image tokens), the frame
+        encoder's image processor (None: precomputed ``frame_features``), and the motion ids after the VLM's text
+        vocabulary. Each argument is a Hub id or a local folder. Raises ``ValueError`` when the VLM has no tokenizer
+        or image processor, or when its processor's image token is not the model config's ``image_token_id``."""
+        from transformers import AutoConfig, AutoImageProcessor, AutoProcessor
+
+        vlm_processor = AutoProcessor.from_pretrained(vlm_name_or_path)
+        tokenizer = getattr(vlm_processor, "tokenizer", None)
+        image_processor = getattr(vlm_processor, "image_processor", None)
+        if tokenizer is None or image_processor is None:
+            raise ValueError(
+                f"{vlm_name_or_path!r} must hold the VLM's processor (tokenizer and image processor), got "
+                f"{type(vlm_processor).__name__}"
+            )
+        motion = AutoConfig.from_pretrained(motion_tokenizer_name_or_path, trust_remote_code=True)
+        layout = {
+            "codebook_size": motion.codebook_size, "tokens_per_chunk": motion.tokens_per_chunk,
+            "num_latent_queries": motion.tokens_per_chunk, "chunk_length": motion.chunk_length,
+        }  # fmt: skip
+        config = PELAConfig.from_preset(
+            preset, vlm_config=AutoConfig.from_pretrained(vlm_name_or_path), motion_token_offset=None,
+            **{**layout, **config_overrides},
+        )  # fmt: skip
+        image_token_id = getattr(vlm_processor, "image_token_id", config.image_token_id)
+        if image_token_id != config.image_token_id:
+            raise ValueError(
+                f"the VLM's processor writes image token {image_token_id} but its config's image_token_id is "
+                f"{config.image_token_id}: are {vlm_name_or_path!r}'s processor and model from the same checkpoint?"
+            )
+        frame_processor = (
+            AutoImageProcessor.from_pretrained(frame_encoder_name_or_path) if frame_encoder_name_or_path else None
+        )
+        return cls.from_model_config(
+            config, image_processor, tokenizer, frame_processor,
+            image_start_token_id=getattr(vlm_processor, "start_image_token_id", None),
+            image_end_token_id=getattr(vlm_processor, "end_image_token_id", None),
+        )  # fmt: skip
 
     # -- one sample ----------------------------------------------------------------------------------------------
 

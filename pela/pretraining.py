@@ -99,6 +99,11 @@ class PretrainArguments:
     variant: str = field(default="pela", metadata={"help": f"one of {sorted(VARIANTS)}"})
     model_preset: str = field(default="tiny", metadata={"help": "PELAConfig preset: tiny | 2b"})
     init_from: str | None = field(default=None, metadata={"help": "start from this PELA checkpoint's weights"})
+    vlm: str | None = field(
+        default=None,
+        metadata={"help": "pretrained VLM (e.g. OpenGVLab/InternVL3-2B-hf, or a folder): its weights start the backbone "
+                  "and, without --processor, its tokenizer and image processor build the PELAProcessor"},
+    )  # fmt: skip
     frame_encoder: str | None = field(
         default=None,
         metadata={"help": "pretrained frame encoder (DINOv3 / V-JEPA2 folder or Hub id), loaded frozen; its image "
@@ -145,10 +150,11 @@ def build_model(
     tokenizer_config: Any = None,
     init_from: str | None = None,
     frame_encoder: str | None = None,
+    vlm: str | None = None,
 ) -> PELAForPretraining:
     """A fresh (or ``init_from``-initialised) :class:`PELAForPretraining` for one of :data:`VARIANTS`, with the motion
-    vocabulary of ``tokenizer_config`` (a ``MotionTokenizerConfig``) and, if given, the pretrained ``frame_encoder``
-    (loaded frozen, :meth:`PELAForPretraining.from_pretrained_components`)."""
+    vocabulary of ``tokenizer_config`` (a ``MotionTokenizerConfig``) and, if given, the pretrained ``vlm`` and
+    ``frame_encoder`` (the latter frozen; :meth:`PELAForPretraining.from_pretrained_components`)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose from {sorted(VARIANTS)}")
     if init_from:
@@ -158,7 +164,7 @@ def build_model(
         return model
     overrides = motion_vocabulary(tokenizer_config) if tokenizer_config is not None else {}
     return PELAForPretraining.from_pretrained_components(
-        frame_encoder_name_or_path=frame_encoder, preset=preset, **VARIANTS[variant], **overrides
+        vlm_name_or_path=vlm, frame_encoder_name_or_path=frame_encoder, preset=preset, **VARIANTS[variant], **overrides
     )
 
 
@@ -184,13 +190,14 @@ def pretrain(
     preset: str = "tiny",
     init_from: str | None = None,
     frame_encoder: str | None = None,
+    vlm: str | None = None,
     dataset: str | None = None,
 ) -> tuple[PELAForPretraining, list[dict[str, float]]]:
     """Train one variant on ``train_rows`` (a ``datasets.IterableDataset`` of UniHand-Mix rows); the result is saved
     to ``args.output_dir`` as a self-contained checkpoint (:func:`save_pretraining_checkpoint`). Resumes from the last
     complete checkpoint in ``args.output_dir`` when ``args.resume_from_checkpoint`` is ``"last"``."""
     torch.manual_seed(args.seed)
-    model = build_model(variant, preset, motion_tokenizer.config, init_from, frame_encoder).train()
+    model = build_model(variant, preset, motion_tokenizer.config, init_from, frame_encoder, vlm).train()
     collator = PELADataCollator(processor, motion_tokenizer, seed=args.seed, objective=model.config.objective)
     if not model.config.align:  # without alignment an unlabelled (video-only) row gives no loss: skip it
         train_rows = train_rows.filter(is_labelled_row)
@@ -227,19 +234,24 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments) -
     motion_tokenizer = MotionTokenizerModel.from_pretrained(args.motion_tokenizer).eval()
     if args.processor:
         processor = PELAProcessor.from_pretrained(args.processor)
+    elif args.vlm and not args.init_from:
+        processor = PELAProcessor.from_pretrained_components(
+            args.vlm, args.motion_tokenizer, args.frame_encoder, preset=args.model_preset
+        )
     elif args.model_preset == "tiny" and not args.init_from:
         rows = stream_unihand_mix(args.data, args.dataset_config)
         processor = tiny_processor_for(rows, motion_tokenizer.config, args.frame_encoder)
     else:
         raise ValueError(
-            f"model_preset={args.model_preset!r} / init_from={args.init_from!r} needs --processor: a saved "
+            f"model_preset={args.model_preset!r} / init_from={args.init_from!r} needs --vlm or --processor: a saved "
             "PELAProcessor (PELAProcessor.from_model_config(config, vlm_image_processor, vlm_tokenizer, "
             "frame_processor).save_pretrained(DIR), or the folder of a PELA checkpoint)"
         )
     check_motion_vocabulary(f"processor {args.processor!r}", processor, motion_tokenizer.config)
     model, _ = pretrain(
         args.variant, pretraining_stream(args, training_args.seed), processor, motion_tokenizer, training_args,
-        preset=args.model_preset, init_from=args.init_from, frame_encoder=args.frame_encoder, dataset=args.data,
+        preset=args.model_preset, init_from=args.init_from, frame_encoder=args.frame_encoder, vlm=args.vlm,
+        dataset=args.data,
     )  # fmt: skip
     return model
 

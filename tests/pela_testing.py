@@ -113,3 +113,34 @@ def mask_batch(batch: dict, config: PELAConfig, seed: int = 0) -> dict:
 def model_inputs(batch: dict) -> dict:
     """The processor batch without the collator-only fields."""
     return {key: value for key, value in batch.items() if key != "first_target_chunk"}
+
+
+def save_tiny_vlm_and_frame_encoder(vlm_dir, frame_encoder_dir) -> list[str]:
+    """Save a tiny InternVL as a Hub checkpoint holds it (weights, config, and an ``InternVLProcessor`` whose
+    word-level tokenizer has ``<img>`` / ``</img>`` / ``<IMG_CONTEXT>``) and a tiny DINOv3 with its image processor,
+    both from ``PELAConfig.tiny()``'s component configs. Returns the tokenizer's words (index = id)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import AutoModelForImageTextToText, DINOv3ViTModel
+    from transformers.models.internvl import InternVLProcessor, InternVLVideoProcessor
+
+    words = [*WORDS, "<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    special = {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
+               "video_token": "<video>"}  # fmt: skip
+    text_tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", eos_token="</s>", extra_special_tokens=special
+    )
+    tiny = PELAConfig.tiny()
+    vlm_config = tiny.vlm_config.__class__(
+        **{**tiny.vlm_config.to_dict(), "image_token_id": words.index("<IMG_CONTEXT>")}
+    )
+    vlm_config.text_config.vocab_size = 256
+    AutoModelForImageTextToText.from_config(vlm_config).save_pretrained(vlm_dir)
+    image_processor = GotOcr2ImageProcessor(size={"height": 56, "width": 56}, crop_to_patches=False)
+    InternVLProcessor(image_processor, text_tokenizer, InternVLVideoProcessor(), image_seq_length=4).save_pretrained(
+        vlm_dir
+    )
+    DINOv3ViTModel(tiny.frame_encoder_config).save_pretrained(frame_encoder_dir)
+    DINOv3ViTImageProcessor(size={"height": 56, "width": 56}).save_pretrained(frame_encoder_dir)
+    return words

@@ -16,7 +16,10 @@ import pytest
 import torch
 import yaml
 from huggingface_hub import ModelCard
-from pela_testing import single_thread  # noqa: F401  (module fixture: one intra-op thread)
+from pela_testing import (
+    save_tiny_vlm_and_frame_encoder,
+    single_thread,  # noqa: F401  (module fixture: one intra-op thread)
+)
 from PIL import Image
 
 from datasets_unihand_mix import generate_clips
@@ -133,6 +136,24 @@ def test_pretrain_eval_generate_from_the_command_line(workspace, tmp_path, capsy
     with pytest.raises(FileNotFoundError, match="--motion-tokenizer"):
         main(argv)
     assert main([*argv, "--motion-tokenizer", str(workspace / "tokenizer")]) == 0
+
+
+def test_pretrain_from_a_pretrained_vlm_and_frame_encoder(workspace, tmp_path):
+    """`pela pretrain --vlm DIR --frame_encoder DIR`: backbone weights and processor from the VLM folder."""
+    from transformers import AutoModelForImageTextToText
+
+    from modeling_pela import PELAForPretraining
+
+    save_tiny_vlm_and_frame_encoder(tmp_path / "vlm", tmp_path / "dino")
+    run = tmp_path / "pela"
+    config = _config(workspace, run, vlm=str(tmp_path / "vlm"), frame_encoder=str(tmp_path / "dino"), max_steps=1)
+    assert main(["pretrain", str(config), "--learning_rate", "0"]) == 0  # lr 0: the loaded weights stay as they are
+    trained = PELAForPretraining.from_pretrained(run).vlm.state_dict()
+    source = AutoModelForImageTextToText.from_pretrained(tmp_path / "vlm").state_dict()
+    for key in ("model.language_model.layers.0.self_attn.q_proj.weight", "model.vision_tower.embeddings.cls_token"):
+        assert torch.equal(trained[key], source[key]), key
+    processor_config = json.loads((run / "processor_config.json").read_text())
+    assert processor_config["image_start_token_id"] is not None and processor_config["image_seq_length"] == 4
 
 
 def test_projection_and_rendering_draw_the_hand_where_it_is(tmp_path):

@@ -11,6 +11,7 @@ from pela_testing import (
     CODEBOOK,
     K,
     random_image,
+    save_tiny_vlm_and_frame_encoder,
     single_thread,  # noqa: F401  (autouse: one torch thread)
     tiny_model,
     tiny_processor,
@@ -168,3 +169,35 @@ def test_hand_motion_generation_pipeline_in_a_fresh_process(model, processor, mo
         np.testing.assert_allclose(motion[name], expected[name][0].numpy(), atol=1e-5)
     wrist = motion["keypoints"][:, 0]
     np.testing.assert_allclose(wrist, motion["transl"], atol=0.2)  # keypoints in metres, around the wrist position
+
+
+def test_processor_and_model_from_pretrained_components(tmp_path, motion_tokenizer):
+    """A VLM folder as a Hub checkpoint holds it (InternVL weights + processor with <img> / </img> / <IMG_CONTEXT>),
+    a frame encoder folder and a motion tokenizer folder -> a matching processor and model that train and generate."""
+    from modeling_pela import PELAForPretraining, PELAProcessor
+
+    words = save_tiny_vlm_and_frame_encoder(tmp_path / "vlm", tmp_path / "dino")
+    motion_tokenizer.save_pretrained(tmp_path / "motion")
+
+    processor = PELAProcessor.from_pretrained_components(
+        str(tmp_path / "vlm"), str(tmp_path / "motion"), str(tmp_path / "dino"), preset="tiny"
+    )
+    layout = {"codebook_size": CODEBOOK, "tokens_per_chunk": K, "num_latent_queries": K, "chunk_length": 15}
+    model = PELAForPretraining.from_pretrained_components(
+        str(tmp_path / "vlm"), str(tmp_path / "dino"), preset="tiny", **layout
+    ).eval()
+    assert processor.motion_token_offset == model.config.motion_token_offset == 256
+    assert processor.mask_token_id == model.config.mask_token_id
+    rng = np.random.default_rng(8)
+    prompt = processor(images=random_image(rng), text="pick up a cup", hands="right")
+    ids = prompt["input_ids"][0].tolist()
+    start = ids.index(words.index("<img>"))  # the image tokens wrapped as InternVL wraps them
+    assert ids[start + 1 : start + 5] == [words.index("<IMG_CONTEXT>")] * 4 and ids[start + 5] == words.index("</img>")
+    assert model.generate_motion(**prompt, decode_ratio=0.5).motion_tokens.shape == (1, 1, 1, K)
+    tokens = np.concatenate(
+        [rng.integers(0, CODEBOOK, (1, K // 2)), rng.integers(CODEBOOK, 2 * CODEBOOK, (1, K // 2))], 1
+    )
+    with torch.no_grad():
+        assert torch.isfinite(
+            model(**processor(images=random_image(rng), text="pick up a cup", motion={"right": tokens})).loss
+        )
