@@ -20,7 +20,7 @@ def test_help_lists_subcommands():
 def test_small_demo_writes_results(tmp_path, capsys):
     argv = ["demo", "--output-dir", str(tmp_path), "--tokenizer-steps", "5", "--frame-encoder-steps", "2",
             "--num-dataset-clips", "30", "--pretrain-steps", "2", "--batch-size", "2", "--num-ensembles", "2",
-            "--num-workers", "2", "--wild-fractions", "0", "1"]  # fmt: skip
+            "--num-workers", "2", "--parallel-models", "2", "--wild-fractions", "0", "1"]  # fmt: skip
     assert main(argv) == 0
     tok = json.loads((tmp_path / "tokenizer_metrics.json").read_text())
     assert tok["kinematics"] == "builtin" and tok["tokens_per_chunk"] == 32
@@ -43,7 +43,7 @@ def test_small_demo_writes_results(tmp_path, capsys):
     assert set(sweep) == {"0", "1"} and math.isfinite(sweep["0"]["wild"]["mpjpe"])
     info = json.loads((tmp_path / "run_info.json").read_text())
     assert sorted(run["name"] for run in info["runs"]) == ["next_token", "pela", "pela-wild0", "pela_wo_align"]
-    assert len({run["pid"] for run in info["runs"]}) == 2  # two models trained at a time, in worker processes
+    assert len({run["pid"] for run in info["runs"]}) == 2  # --parallel-models 2: four models, two worker processes
     assert (tmp_path / "motion_tokenizer" / "config.json").exists()
     assert (tmp_path / "frame_encoder" / "preprocessor_config.json").exists()
     assert (tmp_path / "models" / "pela" / "model.safetensors").exists()
