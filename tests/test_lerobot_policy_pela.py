@@ -17,6 +17,7 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
+from huggingface_hub import ModelCard
 from lerobot.configs import FeatureType, PolicyFeature
 from lerobot.utils.constants import OBS_LANGUAGE_ATTENTION_MASK, OBS_LANGUAGE_TOKENS
 from pela_testing import tiny_model, tiny_processor
@@ -357,6 +358,18 @@ def test_model_card_from_hub_cards(policy_and_processors):
     assert data["datasets"] == ["me/metaworld"] and data["library_name"] == "lerobot"
     text = str(card)
     assert "| reach-v3 success (%) | 40.0 |" in text and "Base model" in text and "random initialisation" in text
+
+
+def test_the_policy_records_its_training_dataset_for_the_card(tmp_path):
+    from types import SimpleNamespace
+
+    torch.manual_seed(0)
+    policy = PelaPolicy(tiny_config(), dataset_meta=SimpleNamespace(repo_id="me/metaworld-reach"))  # as make_policy
+    assert policy.config.dataset_repo_id == "me/metaworld-reach"
+    policy.save_pretrained(tmp_path)  # a plain checkpoint save, no card arguments
+    assert json.loads((tmp_path / "config.json").read_text())["dataset_repo_id"] == "me/metaworld-reach"
+    card = ModelCard.load(tmp_path / "README.md")
+    assert card.data.datasets == ["me/metaworld-reach"] and "`me/metaworld-reach`" in card.text
 
 
 def test_push_to_hub_uploads_weights_processors_and_card(policy_and_processors):

@@ -96,6 +96,8 @@ class PelaConfig(PreTrainedConfig):
     lora_dropout: float = 0.0
     tokenizer_name: str | None = None
     tokenizer_max_length: int = 48
+    # the LeRobot dataset the policy is trained on (set from the factory's dataset metadata; named by the model card)
+    dataset_repo_id: str | None = None
 
     # Flow-matching head
     head_preset: str = "tiny"

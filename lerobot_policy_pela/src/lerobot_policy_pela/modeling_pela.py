@@ -70,10 +70,15 @@ class PelaPolicy(PreTrainedPolicy):
             config: the policy configuration, with its input/output features set.
             load_backbone_weights: load ``config.pretrained_backbone``'s weights (False when the policy's own
                 weights are loaded next, see :meth:`from_pretrained`).
-            kwargs: ignored LeRobot factory arguments (``dataset_stats``, ``dataset_meta``).
+            kwargs: LeRobot factory arguments: ``dataset_meta`` (its ``repo_id`` is recorded in
+                ``config.dataset_repo_id`` for the model card); ``dataset_stats`` is ignored (the processors
+                normalise).
         """
         super().__init__(config)
         config.validate_features()
+        dataset_meta = kwargs.get("dataset_meta")
+        if config.dataset_repo_id is None and getattr(dataset_meta, "repo_id", None):
+            config.dataset_repo_id = dataset_meta.repo_id
         self.config = config
         model = load_backbone_model(config, load_weights=load_backbone_weights)
         self.backbone = PelaBackbone(
@@ -155,6 +160,7 @@ class PelaPolicy(PreTrainedPolicy):
         """Render ``hub_cards/pela_policy_card.md``: base model, dataset, metrics (e.g. closed-loop success rates),
         license and the tags ``lerobot``, ``robotics``, ``vla``."""
         config = self.config
+        dataset_repo_id = dataset_repo_id or config.dataset_repo_id
         backbone = self.backbone.model.config
         base_model = config.pretrained_backbone
         hub_base_model = base_model if base_model and not Path(base_model).exists() else None
