@@ -112,6 +112,17 @@ class MotionSpecialTokensMixin:
         return self.state_token_id("right")
 
 
+def motion_vocabulary(tokenizer_config: Any) -> dict[str, int]:
+    """The ``PELAConfig`` fields a motion tokenizer's config fixes: codebook size, tokens (and latent queries) per
+    chunk, chunk length."""
+    return {
+        "codebook_size": tokenizer_config.codebook_size,
+        "tokens_per_chunk": tokenizer_config.tokens_per_chunk,
+        "num_latent_queries": tokenizer_config.tokens_per_chunk,
+        "chunk_length": tokenizer_config.chunk_length,
+    }
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     "2b": {},  # the class defaults
     "tiny": {

@@ -30,6 +30,7 @@ from transformers.models.got_ocr2.image_processing_got_ocr2 import GotOcr2ImageP
 from datasets_unihand_mix.streaming import stream_unihand_mix
 from datasets_unihand_mix.tasks import stable_uniform
 from modeling_pela import MotionTokenizerModel, PELAConfig, PELAForPretraining, PELAProcessor
+from modeling_pela.configuration_pela import motion_vocabulary
 from modeling_pela.pipeline_pela import CUSTOM_PIPELINES, MOTION_TOKENIZER_SUBFOLDER, save_pipeline_code
 from trainers.checkpointing import last_complete_checkpoint
 from trainers.collator import PELADataCollator
@@ -65,17 +66,6 @@ def make_processor(
     if frame_processor is None:
         frame_processor = DINOv3ViTImageProcessor(size={"height": image_size, "width": image_size})
     return PELAProcessor.from_model_config(config, image_processor, tokenizer, frame_processor)
-
-
-def motion_vocabulary(tokenizer_config: Any) -> dict[str, int]:
-    """The ``PELAConfig`` fields a motion tokenizer fixes: codebook size, tokens (and latent queries) per chunk,
-    chunk length."""
-    return {
-        "codebook_size": tokenizer_config.codebook_size,
-        "tokens_per_chunk": tokenizer_config.tokens_per_chunk,
-        "num_latent_queries": tokenizer_config.tokens_per_chunk,
-        "chunk_length": tokenizer_config.chunk_length,
-    }
 
 
 def check_motion_vocabulary(owner: str, config: Any, tokenizer_config: Any) -> None:
