@@ -1047,16 +1047,13 @@ class PELAForPretraining(PELAPreTrainedModel):
 
     def _prompt_hands(self, input_ids: torch.Tensor) -> tuple[str, ...]:
         """The hands whose ``<state_*>`` block every prompt of the batch holds."""
-        present = [
-            tuple(bool((input_ids[b] == self.config.state_token_id(hand)).any()) for hand in HANDS)
-            for b in range(input_ids.shape[0])
-        ]
-        if not any(present[0]) or len(set(present)) != 1:
+        present = torch.stack([(input_ids == self.config.state_token_id(hand)).any(-1) for hand in HANDS], -1)
+        if not bool(present[0].any()) or not bool((present == present[0]).all()):
             raise ValueError(
                 "cannot tell the hands from the prompts (no latent-state block, or prompts with different hands): "
                 "pass hands='left' | 'right' | 'both'"
             )
-        return tuple(hand for hand, here in zip(HANDS, present[0], strict=True) if here)
+        return tuple(hand for hand, here in zip(HANDS, present[0].tolist(), strict=True) if here)
 
     @staticmethod
     def _normalize_hands(hands: str | Sequence[str]) -> tuple[str, ...]:

@@ -15,7 +15,7 @@ finger slots), or ``[MASK]`` for video-only samples (no labels). Tasks (``task_t
 * ``motion_description``: chunks are context, the response text (+ eos) is the target;
 * ``video_only``: chunks are all ``[MASK]``, no targets, ``is_labeled`` False (alignment only).
 
-The processor does not mask: the data collator draws the MCP mask (``trainers.masking.hybrid_chunk_mask`` over
+:meth:`PELAProcessor.encode` does not mask: the data collator draws the MCP mask (``trainers.masking.hybrid_chunk_mask`` over
 ``chunk_ids``), writes ``[MASK]`` (``mask_token_id``) into ``input_ids`` and keeps ``labels`` only where it masked.
 
 Two entry points:
@@ -57,7 +57,13 @@ from PIL import Image
 from transformers import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
-from .configuration_pela import MOTION_SPECIAL_TOKENS, OBJECTIVES, MotionSpecialTokensMixin, PELAConfig
+from .configuration_pela import (
+    MOTION_SPECIAL_TOKENS,
+    OBJECTIVES,
+    MotionSpecialTokensMixin,
+    PELAConfig,
+    motion_vocabulary,
+)
 
 HANDS = ("left", "right")
 TASK_TYPES = ("motion_generation", "motion_description", "motion_continuation", "video_only")
@@ -172,11 +178,7 @@ class PELAProcessor(MotionSpecialTokensMixin, ProcessorMixin):
                 f"{vlm_name_or_path!r} must hold the VLM's processor (tokenizer and image processor), got "
                 f"{type(vlm_processor).__name__}"
             )
-        motion = AutoConfig.from_pretrained(motion_tokenizer_name_or_path, trust_remote_code=True)
-        layout = {
-            "codebook_size": motion.codebook_size, "tokens_per_chunk": motion.tokens_per_chunk,
-            "num_latent_queries": motion.tokens_per_chunk, "chunk_length": motion.chunk_length,
-        }  # fmt: skip
+        layout = motion_vocabulary(AutoConfig.from_pretrained(motion_tokenizer_name_or_path, trust_remote_code=True))
         config = PELAConfig.from_preset(
             preset, vlm_config=AutoConfig.from_pretrained(vlm_name_or_path), motion_token_offset=None,
             **{**layout, **config_overrides},
@@ -430,7 +432,8 @@ class PELAProcessor(MotionSpecialTokensMixin, ProcessorMixin):
         objective = objective or self.objective
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-        if _is_rows(images):
+        from_rows = _is_rows(images)
+        if from_rows:
             if text is not None or motion is not None or hands is not None:
                 raise ValueError("pass either UniHand-Mix rows or images=/text=/motion=/hands=, not both")
             rows = [images] if isinstance(images, Mapping) else list(images)
@@ -442,7 +445,7 @@ class PELAProcessor(MotionSpecialTokensMixin, ProcessorMixin):
         if generation:
             return BatchFeature({key: batch[key] for key in self.model_input_names[:4] if key in batch})
         del batch["first_target_chunk"]
-        if not _is_rows(images):  # chunks without an end frame among the images given get no alignment
+        if not from_rows:  # chunks without an end frame among the images given get no alignment
             frames = torch.tensor([len(row["boundary_frames"]) for row in rows])[:, None]
             batch["chunk_frames"] = batch["chunk_frames"].masked_fill(batch["chunk_frames"] + 1 >= frames, -1)
         if objective == "masked_chunk":
