@@ -182,7 +182,7 @@ def _pretrain_and_evaluate(config: DemoConfig, out: Path, data: Path) -> tuple[l
     from modeling_pela import MotionTokenizerModel, load_hand_kinematics
     from trainers.generation_eval import evaluate_mean_motion, evaluate_round_trip
 
-    from .pretraining import crop_row, rows_of, tiny_processor_for
+    from .pretraining import evaluation_rows, rows_of, tiny_processor_for
 
     torch.set_num_threads(1)
     all_train = rows_of(stream_unihand_mix(str(data), "mix", "train"))
@@ -190,10 +190,7 @@ def _pretrain_and_evaluate(config: DemoConfig, out: Path, data: Path) -> tuple[l
     processor = tiny_processor_for(all_train, tokenizer.config, str(out / "frame_encoder"))
     processor.save_pretrained(out / "processor")
     kinematics = load_hand_kinematics(config.mano_dir)
-    tests = {
-        split: [crop_row(r, 1) for r in rows_of(stream_unihand_mix(str(data), split, "test")) if r["has_motion_labels"]]
-        for split in SPLITS
-    }
+    tests = {split: evaluation_rows(str(data), split) for split in SPLITS}
     references = {
         "mean motion": {split: evaluate_mean_motion(all_train, rows, kinematics) for split, rows in tests.items()},
         "tokenizer round trip": {
@@ -227,7 +224,7 @@ def train_and_score(job: dict[str, Any]) -> dict[str, Any]:
     from trainers.generation_eval import evaluate_generation
     from trainers.pela_trainer import pela_training_arguments
 
-    from .pretraining import crop_row, pretrain, rows_of, wild_fraction_filter
+    from .pretraining import crop_row, evaluation_rows, pretrain, wild_fraction_filter
 
     torch.set_num_threads(1)  # tiny matrices: one intra-op thread per process is fastest on a small CPU
     config, out, data = DemoConfig(**job["config"]), Path(job["out"]), job["data"]
@@ -251,10 +248,7 @@ def train_and_score(job: dict[str, Any]) -> dict[str, Any]:
     )
     trained = time.time()
     scores, pairs = {}, []
-    tests = {
-        split: [crop_row(r, 1) for r in rows_of(stream_unihand_mix(data, split, "test")) if r["has_motion_labels"]]
-        for split in SPLITS
-    }
+    tests = {split: evaluation_rows(data, split) for split in SPLITS}
     for split, rows in tests.items():
         scores[split] = evaluate_generation(
             model, processor, tokenizer, rows, kinematics, num_ensembles=config.num_ensembles,
