@@ -84,6 +84,28 @@ def _cmd_data_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_view(args: argparse.Namespace) -> int:
+    from datasets_unihand_mix.streaming import stream_unihand_mix
+    from modeling_pela.mano import load_hand_kinematics
+
+    from .visualization import render_row
+
+    if args.index < 0:
+        raise SystemExit(f"pela data view: --index must be >= 0, got {args.index}")
+    rows = stream_unihand_mix(args.source, args.config, args.split, on_error="raise")
+    row = next(iter(rows.skip(args.index)), None)
+    if row is None:
+        raise SystemExit(
+            f"pela data view: {args.source} has fewer than {args.index + 1} {args.config}/{args.split} rows"
+        )
+    path = render_row(
+        row, args.output or f"outputs/view_{args.config}_{args.split}_{args.index}.mp4",
+        load_hand_kinematics(args.mano_dir), panel_size=args.panel_size,
+    )  # fmt: skip
+    print(f"{row['id']}: wrote {path}")
+    return 0
+
+
 def _cmd_data_push(args: argparse.Namespace) -> int:
     from datasets_unihand_mix.export import push_to_hub
 
@@ -178,7 +200,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     results = evaluate_checkpoint(
         args.checkpoint, args.data, args.splits, num_chunks=args.num_chunks, num_ensembles=args.num_ensembles,
         max_rows=args.max_rows, mano_dir=args.mano_dir, motion_tokenizer=args.motion_tokenizer,
+        render=args.render, render_dir=args.render_dir,
     )  # fmt: skip
+    if args.render:
+        print(f"wrote up to {args.render} renders per split to {args.render_dir}")
     text = json.dumps(results, indent=2)
     if args.update_card:
         from .pretraining import update_model_card
@@ -196,17 +221,18 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
     from modeling_pela.mano import load_hand_kinematics
 
-    from .inference import generate_for_image, mano_to_json, render_hands_on_image
+    from .inference import generate_for_image, mano_to_json
+    from .visualization import hand_keypoints, render_motion
 
     image = Image.open(args.image)
     mano = generate_for_image(
         args.checkpoint, image, args.instruction, args.hands, num_chunks=args.num_chunks,
         num_ensembles=args.num_ensembles, seed=args.seed, motion_tokenizer=args.motion_tokenizer,
     )  # fmt: skip
-    path = render_hands_on_image(
-        image, mano, load_hand_kinematics(args.mano_dir), args.output, focal_factor=args.focal_factor
-    )
-    print(f"wrote {path}")
+    keypoints = hand_keypoints(mano, load_hand_kinematics(args.mano_dir))
+    for output in filter(None, (args.output, args.video)):
+        path = render_motion(image, keypoints, output, focal_factor=args.focal_factor, panel_size=args.panel_size)
+        print(f"wrote {path}")
     if args.save_mano:
         with open(args.save_mano, "w") as handle:
             json.dump(mano_to_json(mano), handle)
@@ -302,6 +328,20 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--repo-id", default="<org>/unihand-mix", help="repository named in the card's usage snippet")
     export.add_argument("--overwrite", action="store_true", help="replace an existing export in --output")
     export.set_defaults(func=_cmd_data_export)
+    view = data_sub.add_parser(
+        "view",
+        help="render one UniHand-Mix row (frames, true hands, instruction, task type, curation fields) to a video",
+    )
+    view.add_argument("source", help="exported UniHand-Mix folder or Hub dataset id")
+    view.add_argument("--config", choices=("lab", "wild", "mix"), default="mix")
+    view.add_argument("--split", choices=("train", "test"), default="train")
+    view.add_argument("--index", type=int, default=0, help="row number in the streamed config/split")
+    view.add_argument(
+        "--output", default=None, help=".mp4, .gif or .png (default outputs/view_<config>_<split>_<index>.mp4)"
+    )
+    view.add_argument("--panel-size", type=int, default=None, help="longer side in pixels (default: the frame's)")
+    _add_kinematics_arg(view)
+    view.set_defaults(func=_cmd_data_view)
     push = data_sub.add_parser(
         "push", help="upload an exported folder to a Hub dataset repository (token: HF_TOKEN or `hf auth login`)"
     )
@@ -350,6 +390,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--motion-tokenizer", default=None, help="motion tokenizer folder (default: the checkpoint's motion_tokenizer/)"
     )
+    evaluate.add_argument(
+        "--render", type=int, default=0, metavar="N",
+        help="write the first N test rows per split, generated next to true hands, as MP4 videos",
+    )  # fmt: skip
+    evaluate.add_argument("--render-dir", default="outputs/renders", help="folder of the --render videos")
     _add_kinematics_arg(evaluate)
     evaluate.set_defaults(func=_cmd_eval)
 
@@ -364,7 +409,15 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--num-ensembles", type=int, default=1, help="decoding runs averaged (members 1.. sample)")
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--focal-factor", type=float, default=0.9, help="focal length / image width")
-    generate.add_argument("--output", default="outputs/generated.png")
+    generate.add_argument(
+        "--output", default="outputs/generated.png",
+        help="picture of the motion: .png (first, middle, last frame), .mp4 or .gif (every frame)",
+    )  # fmt: skip
+    generate.add_argument("--video", default=None, help="also write the animated motion to this .mp4 or .gif")
+    generate.add_argument(
+        "--panel-size", type=int, default=None,
+        help="longer side of the picture in pixels (default: the image's, at most 720)",
+    )  # fmt: skip
     generate.add_argument("--save-mano", default=None, help="write the generated MANO parameters to this JSON file")
     generate.add_argument(
         "--motion-tokenizer", default=None, help="motion tokenizer folder (default: the checkpoint's motion_tokenizer/)"
