@@ -43,6 +43,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         models=tuple(args.models),
         num_workers=args.num_workers,
         parallel_models=args.parallel_models,
+        progress_interval=args.progress_interval,
         mano_dir=args.mano_dir,
     )
     run_demo(config)
@@ -280,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     demo.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     demo.add_argument("--num-workers", type=int, default=2, help="data generator processes")
+    demo.add_argument(
+        "--progress-interval", type=float, default=20.0, help="seconds between progress lines of a running stage"
+    )
     demo.add_argument(
         "--parallel-models", type=int, default=3,
         help="models trained at once, one single-threaded process each (more than the cores: the OS shares them)",

@@ -20,7 +20,8 @@ Stages:
 
 Outputs in ``output_dir``: ``results.json`` (``{model: {"lab"|"wild": metrics, "frame_reliance": ...}}``, averaged
 over seeds with ``<metric>_std``), ``references.json``, ``tokenizer_metrics.json``, ``run_info.json`` (config, timings, per-seed
-results, loss histories), ``loss_curves.png``, ``generated_<model>.png``, previews, and with ``wild_fractions`` the
+results, loss histories), ``loss_curves.png``, ``generated_<model>.png`` and ``generated_<model>.mp4`` (the first Lab
+test sample, generated next to true hands), previews, and with ``wild_fractions`` the
 sweep of paper Fig. 3 (``wild_fraction_sweep.json`` / ``.png``).
 """
 
@@ -31,14 +32,17 @@ import multiprocessing
 import os
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .progress import Heartbeat
+
 MODELS = ("pela", "pela_wo_align", "next_token")
 METRICS = ("mpjpe", "pa_mpjpe", "mwte", "mde")
 SPLITS = ("lab", "wild")
+RENDER_PANEL_SIZE = 256  # the demo's frames are 64 pixels: enlarge them in the videos
 
 
 @dataclass
@@ -62,6 +66,7 @@ class DemoConfig:
     models: tuple[str, ...] = MODELS
     num_workers: int = 2
     parallel_models: int = 3
+    progress_interval: float = 20.0
     mano_dir: str | None = None
 
 
@@ -74,44 +79,44 @@ def run_demo(config: DemoConfig) -> dict:
 
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    start, stages = time.time(), {}
+    start, beats = time.time(), {}
+
+    def stage(name: str, label: str) -> Heartbeat:
+        beats[name] = Heartbeat(f"[demo] {label}", config.progress_interval)
+        return beats[name]
+
     for style in ("lab", "wild"):
         path = preview_procedural_clips(str(out / f"preview_{style}.png"), style, 4, config.seed, 96)
         print(f"[demo] wrote {path}")
-    data = _export(config, out)
-    stages["export"] = round(time.time() - start, 1)
+    data = out / "data"
+    with stage("export", f"exporting {config.num_dataset_clips} procedural UniHand-Mix clips to {data}"):
+        _export(config, data)
 
-    print("[demo] training the motion tokenizer on the lab train split ...")
-    tick = time.time()
-    metrics = train_tokenizer_on_export(
-        str(data), str(out / "motion_tokenizer"), max_steps=config.tokenizer_steps, batch_size=64,
-        codebook_size=config.codebook_size, num_quantizers=config.num_quantizers, seed=config.seed,
-        mano_dir=config.mano_dir,
-    )  # fmt: skip
+    with stage("tokenizer", "training the motion tokenizer on the lab train split"):
+        metrics = train_tokenizer_on_export(
+            str(data), str(out / "motion_tokenizer"), max_steps=config.tokenizer_steps, batch_size=64,
+            codebook_size=config.codebook_size, num_quantizers=config.num_quantizers, seed=config.seed,
+            mano_dir=config.mano_dir,
+        )  # fmt: skip
     (out / "tokenizer_metrics.json").write_text(json.dumps(metrics, indent=2))
     print(format_tokenizer_table(metrics))
-    stages["tokenizer"] = round(time.time() - tick, 1)
 
-    tick = time.time()
-    _tokenize(data, out / "motion_tokenizer")
-    stages["tokenize"] = round(time.time() - tick, 1)
+    with stage("tokenize", "precomputing the motion tokens of the export"):
+        _tokenize(data, out / "motion_tokenizer")
 
-    print("[demo] pretraining the frame encoder (DINOv3 stand-in) on the lab train frames ...")
-    tick = time.time()
-    frame_info = pretrain_frame_encoder_on_export(
-        str(data), str(out / "frame_encoder"), image_size=config.image_size, patch_size=8,
-        max_steps=config.frame_encoder_steps, seed=config.seed,
-    )  # fmt: skip
-    stages["frame_encoder"] = round(time.time() - tick, 1)
+    with stage("frame_encoder", "pretraining the frame encoder (DINOv3 stand-in) on the lab train frames"):
+        frame_info = pretrain_frame_encoder_on_export(
+            str(data), str(out / "frame_encoder"), image_size=config.image_size, patch_size=8,
+            max_steps=config.frame_encoder_steps, seed=config.seed,
+        )  # fmt: skip
 
-    tick = time.time()
-    runs, references = _pretrain_and_evaluate(config, out, data)
-    stages["models"] = round(time.time() - tick, 1)
+    with stage("models", "pretraining, generating and scoring the models") as beat:
+        runs, references = _pretrain_and_evaluate(config, out, data, beat)
     results = aggregate(runs, config.models, config.seeds, config.wild_fraction)
     info = {
         "config": asdict(config),
         "seconds": round(time.time() - start, 1),
-        "stage_seconds": stages,
+        "stage_seconds": {name: round(beat.seconds, 1) for name, beat in beats.items()},
         "frame_encoder": frame_info,
         "references": references,
         "runs": runs,
@@ -129,19 +134,16 @@ def run_demo(config: DemoConfig) -> dict:
     return results
 
 
-def _export(config: DemoConfig, out: Path) -> Path:
+def _export(config: DemoConfig, data: Path) -> None:
     from datasets_unihand_mix.builder import UniHandMix
     from datasets_unihand_mix.export import export_hub_folder
 
-    data = out / "data"
     if not (data / "README.md").exists():
-        print(f"[demo] exporting {config.num_dataset_clips} procedural UniHand-Mix clips to {data} ...")
         builder = UniHandMix(
             config_name="toy", num_clips=config.num_dataset_clips, seed=config.seed, image_size=config.image_size,
             num_workers=config.num_workers,
         )  # fmt: skip
         export_hub_folder(builder, data, overwrite=True)
-    return data
 
 
 def _tokenize(data: Path, tokenizer_dir: Path) -> None:
@@ -175,7 +177,7 @@ def job_name(job: dict[str, Any], config: DemoConfig) -> str:
     return name
 
 
-def _pretrain_and_evaluate(config: DemoConfig, out: Path, data: Path) -> tuple[list[dict], dict]:
+def _pretrain_and_evaluate(config: DemoConfig, out: Path, data: Path, beat: Heartbeat) -> tuple[list[dict], dict]:
     import torch
 
     from datasets_unihand_mix.streaming import stream_unihand_mix
@@ -202,14 +204,23 @@ def _pretrain_and_evaluate(config: DemoConfig, out: Path, data: Path) -> tuple[l
         for job in _jobs(config)
     ]
     shared = {"config": asdict(config), "data": str(data), "out": str(out)}
+    for job in jobs:  # one video per variant: of its run with the first seed
+        job["render"] = job["seed"] == config.seeds[0] and job["wild_fraction"] == config.wild_fraction
     workers = max(1, min(config.parallel_models, len(jobs)))
-    print(f"[demo] pretraining {len(jobs)} models, {workers} at a time ({config.pretrain_steps} steps each) ...")
+    print(f"[demo] pretraining {len(jobs)} models, {workers} at a time ({config.pretrain_steps} steps each)")
+    beat.status(f"0 of {len(jobs)} models done")
     if workers == 1:
-        runs = [train_and_score({**shared, **job}) for job in jobs]
+        runs = []
+        for job in jobs:
+            runs.append(train_and_score({**shared, **job}))
+            beat.status(f"{len(runs)} of {len(jobs)} models done")
     else:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            runs = list(pool.map(train_and_score, [{**shared, **job} for job in jobs]))
+            futures = [pool.submit(train_and_score, {**shared, **job}) for job in jobs]
+            for done, _ in enumerate(as_completed(futures), start=1):
+                beat.status(f"{done} of {len(jobs)} models done")
+            runs = [future.result() for future in futures]
     plot_runs(runs, out)
     return runs, references
 
@@ -225,6 +236,7 @@ def train_and_score(job: dict[str, Any]) -> dict[str, Any]:
     from trainers.pela_trainer import pela_training_arguments
 
     from .pretraining import crop_row, evaluation_rows, pretrain, wild_fraction_filter
+    from .visualization import generated_by_row, render_row
 
     torch.set_num_threads(1)  # tiny matrices: one intra-op thread per process is fastest on a small CPU
     config, out, data = DemoConfig(**job["config"]), Path(job["out"]), job["data"]
@@ -257,6 +269,12 @@ def train_and_score(job: dict[str, Any]) -> dict[str, Any]:
     reliance = None
     if model.config.objective == "masked_chunk":
         reliance = evaluate_frame_reliance(model, processor, tokenizer, tests["lab"], seed=seed)
+    if job.get("render"):
+        path = render_row(
+            tests["lab"][0], out / f"generated_{job['variant']}.mp4", kinematics,
+            generated=generated_by_row(tests["lab"], pairs)[0], panel_size=RENDER_PANEL_SIZE,
+        )  # fmt: skip
+        print(f"[demo] wrote {path}")
     print(f"[demo] {job['name']}: Lab MPJPE {scores['lab']['mpjpe']:.2f}, Wild {scores['wild']['mpjpe']:.2f} cm")
     return {
         **{key: job[key] for key in ("name", "variant", "seed", "wild_fraction")},

@@ -19,7 +19,7 @@ from modeling_pela.mano import load_hand_kinematics
 from trainers.generation_eval import evaluate_generation
 
 from .pretraining import evaluation_rows, load_pretraining_checkpoint
-from .visualization import render_row
+from .visualization import generated_by_row, render_row
 
 
 def evaluate_checkpoint(
@@ -50,10 +50,7 @@ def evaluate_checkpoint(
             generator=torch.Generator().manual_seed(0), keypoints=pairs,
         )  # fmt: skip
         results[split]["kinematics"] = kinematics.source
-        start = 0
-        for index, row in enumerate(rows[:render]):
-            generated = {hand: pairs[start + k][0] for k, hand in enumerate(row["hands"])}
-            start += len(row["hands"])
+        for index, (row, generated) in enumerate(zip(rows[:render], generated_by_row(rows, pairs), strict=False)):
             render_row(row, Path(render_dir) / f"{split}_{index:03d}.mp4", kinematics, generated=generated)
     return results
 

@@ -266,6 +266,22 @@ def row_caption(row: Mapping[str, Any]) -> str:
     )
 
 
+def generated_by_row(
+    rows: Sequence[Mapping[str, Any]], pairs: Sequence[tuple[np.ndarray, np.ndarray]]
+) -> list[dict[str, np.ndarray]]:
+    """The ``(generated, true)`` keypoint pairs that :func:`trainers.generation_eval.evaluate_generation` collects, one
+    per scored hand in row order, regrouped as one ``{hand: generated (T, 21, 3)}`` per row of ``rows`` (the scored
+    rows, e.g. :func:`pela.pretraining.evaluation_rows`)."""
+    needed = sum(len(row["hands"]) for row in rows)
+    if needed != len(pairs):
+        raise ValueError(f"{len(rows)} rows hold {needed} hands but {len(pairs)} keypoint pairs were given")
+    out, start = [], 0
+    for row in rows:
+        out.append({hand: pairs[start + k][0] for k, hand in enumerate(row["hands"])})
+        start += len(row["hands"])
+    return out
+
+
 def render_row(
     row: Mapping[str, Any],
     path: str | Path,

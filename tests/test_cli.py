@@ -2,9 +2,11 @@
 
 import json
 import math
+import re
 import subprocess
 import sys
 
+import av
 import pytest
 
 from pela.cli import build_parser, main
@@ -20,7 +22,8 @@ def test_help_lists_subcommands():
 def test_small_demo_writes_results(tmp_path, capsys):
     argv = ["demo", "--output-dir", str(tmp_path), "--tokenizer-steps", "5", "--frame-encoder-steps", "2",
             "--num-dataset-clips", "30", "--pretrain-steps", "2", "--batch-size", "2", "--num-ensembles", "2",
-            "--num-workers", "2", "--parallel-models", "2", "--wild-fractions", "0", "1"]  # fmt: skip
+            "--num-workers", "2", "--parallel-models", "2", "--wild-fractions", "0", "1",
+            "--progress-interval", "0.5"]  # fmt: skip
     assert main(argv) == 0
     tok = json.loads((tmp_path / "tokenizer_metrics.json").read_text())
     assert tok["kinematics"] == "builtin" and tok["tokens_per_chunk"] == 32
@@ -50,7 +53,15 @@ def test_small_demo_writes_results(tmp_path, capsys):
     for name in ("preview_lab.png", "preview_wild.png", "loss_curves.png", "generated_pela.png",
                  "wild_fraction_sweep.png"):  # fmt: skip
         assert (tmp_path / name).exists(), name
+    for name in ("pela", "pela_wo_align", "next_token"):  # one video per model: generated next to true hands
+        with av.open(str(tmp_path / f"generated_{name}.mp4")) as container:
+            assert sum(1 for _ in container.decode(video=0)) == 15
+    assert not (tmp_path / "generated_pela-wild0.mp4").exists()
     printed = capsys.readouterr().out
+    for stage in ("exporting", "training the motion tokenizer", "pretraining the frame encoder", "pretraining,"):
+        assert re.search(rf"\[demo\] {stage}.*: done in \d+ s", printed), stage  # every stage reports its end
+    assert re.search(r"\[demo\] pretraining, generating and scoring the models: \d+ s, \d of 4 models done", printed)
+    assert info["stage_seconds"]["models"] > 0
     assert "MPJPE" in printed and "pela_wo_align" in printed and "(tokenizer round trip)" in printed
     assert "frame gain" in printed
 
