@@ -27,6 +27,7 @@ from typing import Any
 
 from datasets.arrow_writer import ParquetWriter
 from datasets.utils.py_utils import convert_file_size_to_int
+from tqdm.auto import tqdm
 
 from .builder import UniHandMix
 from .curation import CurationReport
@@ -107,6 +108,7 @@ def export_hub_folder(
     max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
     repo_id: str = "<org>/unihand-mix",
     overwrite: bool = False,
+    progress: bool = False,
 ) -> ExportSummary:
     """Generate every split of ``builder`` and write the Hub-native folder (module docstring).
 
@@ -116,6 +118,7 @@ def export_hub_folder(
         max_shard_size: target shard size (bytes or a string like ``"256MB"``); streaming reads shard by shard.
         repo_id: the Hub repository named in the card's usage snippet.
         overwrite: replace an existing export in ``output_dir`` (its ``data/`` folder and card).
+        progress: show a progress bar of the rows written per split.
     """
     out = Path(output_dir)
     if out.exists() and any(out.iterdir()):
@@ -129,7 +132,7 @@ def export_hub_folder(
     }
     collector = _StatsCollector()
     for split in SPLITS:
-        for row in builder.iter_rows(split):
+        for row in tqdm(builder.iter_rows(split), desc=f"exporting {split}", unit="row", disable=not progress):
             writers[(row["subset"], split)].write(row)
             collector.add(row)
     files: dict[str, dict[str, list[str]]] = defaultdict(dict)

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from tqdm.auto import tqdm
 
 from .schema import unihand_features
 
@@ -94,8 +95,11 @@ def tokenize_batch(table: pa.Table, motion_tokenizer: Any, shard: str) -> tuple[
     return table.select(schema.names).cast(schema), sum(count for *_, count in owners)
 
 
-def tokenize_hub_folder(folder: str | Path, motion_tokenizer: Any, batch_size: int = 256) -> TokenizeSummary:
-    """Fill the precomputed motion-token columns of every shard of an exported UniHand-Mix folder (module docstring).
+def tokenize_hub_folder(
+    folder: str | Path, motion_tokenizer: Any, batch_size: int = 256, progress: bool = False
+) -> TokenizeSummary:
+    """Fill the precomputed motion-token columns of every shard of an exported UniHand-Mix folder (module docstring);
+    ``progress`` shows a progress bar over the rows.
 
     Raises ``FileNotFoundError`` when ``folder`` has no ``data/**/*.parquet`` shard and ``ValueError`` naming the shard,
     sample and field for MANO labels that cannot be tokenized (wrong length, non-finite values)."""
@@ -106,6 +110,8 @@ def tokenize_hub_folder(folder: str | Path, motion_tokenizer: Any, batch_size: i
     motion_tokenizer.eval()
     schema = unihand_features().arrow_schema
     rows = hand_chunks = 0
+    total = sum(pq.ParquetFile(shard).metadata.num_rows for shard in shards)
+    bar = tqdm(total=total, desc="tokenizing", unit="row", disable=not progress)
     for shard in shards:
         partial = shard.with_name(shard.name + ".partial")
         name = shard.relative_to(folder).as_posix()
@@ -115,5 +121,7 @@ def tokenize_hub_folder(folder: str | Path, motion_tokenizer: Any, batch_size: i
                 writer.write_table(table)
                 rows += table.num_rows
                 hand_chunks += count
+                bar.update(table.num_rows)
         os.replace(partial, shard)
+    bar.close()
     return TokenizeSummary(len(shards), rows, hand_chunks, motion_tokenizer.fingerprint())

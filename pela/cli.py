@@ -74,8 +74,9 @@ def _cmd_data_export(args: argparse.Namespace) -> int:
         options.update(data_dir=args.data_dir, mano_dir=args.mano_dir)
     builder = UniHandMix(config_name=args.config, **options)
     summary = export_hub_folder(
-        builder, args.output, max_shard_size=args.max_shard_size, repo_id=args.repo_id, overwrite=args.overwrite
-    )
+        builder, args.output, max_shard_size=args.max_shard_size, repo_id=args.repo_id, overwrite=args.overwrite,
+        progress=True,
+    )  # fmt: skip
     for config, splits in summary.rows.items():
         print(f"{config:5s} " + "  ".join(f"{split}: {count} rows" for split, count in splits.items()))
     if summary.stats.get("curation"):
@@ -120,7 +121,7 @@ def _cmd_data_tokenize(args: argparse.Namespace) -> int:
     from modeling_pela import MotionTokenizerModel
 
     tokenizer = MotionTokenizerModel.from_pretrained(args.motion_tokenizer)
-    summary = tokenize_hub_folder(args.folder, tokenizer, batch_size=args.batch_size)
+    summary = tokenize_hub_folder(args.folder, tokenizer, batch_size=args.batch_size, progress=True)
     print(
         f"tokenized {summary.hand_chunks} hand-chunks in {summary.rows} rows ({summary.shards} shards) of "
         f"{args.folder} with motion tokenizer {summary.fingerprint}"
@@ -133,7 +134,7 @@ def _cmd_tokenizer_train(args: argparse.Namespace) -> int:
 
     options = dict(
         max_steps=args.max_steps, batch_size=args.batch_size, codebook_size=args.codebook_size,
-        num_quantizers=args.num_quantizers, seed=args.seed, mano_dir=args.mano_dir,
+        num_quantizers=args.num_quantizers, seed=args.seed, mano_dir=args.mano_dir, progress=True,
     )  # fmt: skip
     if args.data:
         metrics = train_tokenizer_on_export(args.data, args.output_dir, **options)
@@ -201,7 +202,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     results = evaluate_checkpoint(
         args.checkpoint, args.data, args.splits, num_chunks=args.num_chunks, num_ensembles=args.num_ensembles,
         max_rows=args.max_rows, mano_dir=args.mano_dir, motion_tokenizer=args.motion_tokenizer,
-        render=args.render, render_dir=args.render_dir,
+        render=args.render, render_dir=args.render_dir, progress=True,
     )  # fmt: skip
     if args.render:
         print(f"wrote up to {args.render} renders per split to {args.render_dir}")

@@ -34,6 +34,7 @@ def evaluate_checkpoint(
     motion_tokenizer: str | None = None,
     render: int = 0,
     render_dir: str | Path = "outputs/renders",
+    progress: bool = False,
 ) -> dict[str, dict[str, float]]:
     """``{split: metrics}`` (MPJPE, PA-MPJPE, MWTE, MDE in cm) of the first ``num_chunks`` generated chunks of every
     labelled ``split``/test row of the exported UniHand-Mix at ``data`` (``motion_tokenizer``: a tokenizer folder
@@ -47,7 +48,7 @@ def evaluate_checkpoint(
         pairs: list[tuple[np.ndarray, np.ndarray]] = []
         results[split] = evaluate_generation(
             model, processor, motion_tokenizer, rows, kinematics, num_chunks=num_chunks, num_ensembles=num_ensembles,
-            generator=torch.Generator().manual_seed(0), keypoints=pairs,
+            generator=torch.Generator().manual_seed(0), keypoints=pairs, progress=progress,
         )  # fmt: skip
         results[split]["kinematics"] = kinematics.source
         for index, (row, generated) in enumerate(zip(rows[:render], generated_by_row(rows, pairs), strict=False)):

@@ -58,10 +58,12 @@ def train_tokenizer_on_export(
     num_quantizers: int = 8,
     seed: int = 0,
     mano_dir: str | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Train the motion tokenizer on the lab *train* split of an exported UniHand-Mix (every 10th row held out for
     its reconstruction metrics) and measure it on the held-out rows and on the wild test rows (pose estimates).
-    Writes ``reconstruction_metrics.json`` next to the model and returns the metrics."""
+    Writes ``reconstruction_metrics.json`` next to the model and returns the metrics; ``progress`` shows the
+    Trainer's progress bar."""
     from datasets_unihand_mix.streaming import stream_unihand_mix
     from modeling_pela.mano import load_hand_kinematics
     from trainers.tokenizer_trainer import evaluate_motion_tokenizer, train_motion_tokenizer
@@ -71,7 +73,7 @@ def train_tokenizer_on_export(
     train = hand_motions_of_rows(row for index, row in enumerate(rows) if index % 10)
     model, _ = train_motion_tokenizer(
         train, held_out, output_dir, config=tokenizer_config(codebook_size, num_quantizers), max_steps=max_steps,
-        batch_size=batch_size, learning_rate=1e-3, seed=seed, use_cpu=True,
+        batch_size=batch_size, learning_rate=1e-3, seed=seed, use_cpu=True, disable_tqdm=not progress,
     )  # fmt: skip
     kinematics = load_hand_kinematics(mano_dir)
     wild = hand_motions_of_rows(stream_unihand_mix(data, "wild", "test"))
@@ -115,8 +117,10 @@ def train_tokenizer_on_procedural(
     num_workers: int = 0,
     mano_dir: str | None = None,
     num_quantizers: int = 8,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """Train on lab clips [0, 0.9 n), evaluate on held-out lab clips and on wild clips; returns the metrics."""
+    """Train on lab clips [0, 0.9 n), evaluate on held-out lab clips and on wild clips; returns the metrics
+    (``progress``: the Trainer's progress bar)."""
     from modeling_pela.mano import load_hand_kinematics
     from trainers.tokenizer_trainer import evaluate_motion_tokenizer, train_motion_tokenizer
 
@@ -125,6 +129,7 @@ def train_tokenizer_on_procedural(
     model, lab_metrics = train_motion_tokenizer(
         motions[:split], motions[split:], output_dir, config=tokenizer_config(codebook_size, num_quantizers),
         max_steps=max_steps, batch_size=batch_size, learning_rate=1e-3, seed=seed, use_cpu=True,
+        disable_tqdm=not progress,
     )  # fmt: skip
     kinematics = load_hand_kinematics(mano_dir)
     wild = procedural_motions(max(20, num_clips // 10), "wild", seed + 1, num_workers)

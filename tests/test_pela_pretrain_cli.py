@@ -69,6 +69,7 @@ def test_yaml_then_flags_with_paper_defaults(workspace, tmp_path):
     # what the file does not set keeps the paper's optimisation defaults
     assert (training_args.weight_decay, training_args.adam_beta2, training_args.max_grad_norm) == (0.05, 0.95, 1.0)
     assert training_args.lr_scheduler_type == "cosine" and not training_args.remove_unused_columns
+    assert training_args.logging_steps == 10 and training_args.logging_first_step  # a short run is not silent
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"data": "x", "motion_tokenizer": "y", "output_dir": "z", "lerning_rate": 1}))
     with pytest.raises(SystemExit, match="lerning_rate"):
@@ -143,7 +144,9 @@ def test_pretrain_eval_generate_from_the_command_line(workspace, tmp_path, capsy
     renders = tmp_path / "renders"
     argv = ["eval", str(run), "--data", str(workspace / "data"), "--max-rows", "1", "--render", "1", "--render-dir",
             str(renders)]  # fmt: skip
+    capsys.readouterr()
     assert main(argv) == 0
+    assert "generating" in capsys.readouterr().err  # a progress bar while the clips are generated
     assert sorted(path.name for path in renders.iterdir()) == ["lab_000.mp4", "wild_000.mp4"]
     with av.open(str(renders / "lab_000.mp4")) as container:
         assert sum(1 for _ in container.decode(video=0)) == 15

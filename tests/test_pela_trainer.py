@@ -184,3 +184,14 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     for key, value in single["state"].items():
         assert rank0["state"][key] == pytest.approx(value, rel=1e-4, abs=1e-4), key
     assert rank0["losses"] == pytest.approx(single["losses"], rel=1e-4)
+
+
+def test_streamed_batches_are_pinned_only_with_an_accelerator(tmp_path):
+    model = tiny_model().train()
+    rows = [make_sample("motion_generation", num_chunks=2, seed=i) for i in range(2)]
+    args = pela_training_arguments(str(tmp_path), max_steps=1, per_device_train_batch_size=2, report_to="none")
+    assert args.dataloader_pin_memory  # the Trainer's default, without use_cpu
+    train = datasets.IterableDataset.from_generator(lambda: iter(rows))
+    trainer = PELATrainer(model=model, args=args, train_dataset=train, data_collator=PELADataCollator(
+        tiny_processor(model.config)))  # fmt: skip
+    assert trainer.get_train_dataloader().pin_memory == torch.accelerator.is_available()  # no per-pass CPU warning

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from modeling_pela.mano import HandKinematics
 
@@ -44,6 +45,7 @@ def evaluate_generation(
     batch_size: int = 16,
     generator: torch.Generator | None = None,
     keypoints: list[tuple[np.ndarray, np.ndarray]] | None = None,
+    progress: bool = False,
 ) -> dict[str, float]:
     """Generate ``num_chunks`` chunks per labelled row from its instruction + first frame; metrics in cm, plus
     ``distinct_fraction``: the share of distinct generated hand motions (near 0: the model ignores its inputs).
@@ -52,7 +54,7 @@ def evaluate_generation(
 
     Rows with the same hands are decoded together, ``batch_size`` prompts at a time (left-padded; without ensembles
     the result does not depend on the batching). ``keypoints``, if given, receives ``(generated, true)`` (T, 21, 3) keypoint arrays of
-    every scored hand, in row order."""
+    every scored hand, in row order. ``progress`` shows a progress bar over the rows."""
     scored = [row for row in rows if row.get("has_motion_labels") and int(row["num_chunks"]) >= num_chunks]
     if not scored:
         raise ValueError("no labelled test sample to evaluate")
@@ -61,6 +63,7 @@ def evaluate_generation(
         groups[tuple(row["hands"])].append(index)
     frames = num_chunks * processor.chunk_length
     generated: dict[tuple[int, str], np.ndarray] = {}
+    bar = tqdm(total=len(scored), desc="generating", unit="clip", disable=not progress)
     for hands, indices in groups.items():
         for start in range(0, len(indices), batch_size):
             batch_rows = [scored[i] for i in indices[start : start + batch_size]]
@@ -75,6 +78,8 @@ def evaluate_generation(
                 for side in hands:
                     mano = {k: v[offset].cpu().numpy() for k, v in output.mano[side].items()}
                     generated[(index, side)] = mano_keypoints(mano, side, frames, kinematics).numpy()
+            bar.update(len(batch_rows))
+    bar.close()
     predictions, references = [], []
     for index, row in enumerate(scored):
         for side in row["hands"]:

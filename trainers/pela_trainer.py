@@ -44,7 +44,8 @@ def _bf16_supported() -> bool:
 class PELATrainingArguments(TrainingArguments):
     """``TrainingArguments`` with the paper's defaults (appendix A.4): AdamW lr 3e-5, weight decay 0.05, betas
     (0.9, 0.95), 5% warm-up then cosine, grad clip 1.0, bf16 where the hardware supports it; checkpoint callbacks
-    (the perceiver EMA) restored on resume. Usable with ``HfArgumentParser`` (``pela pretrain``)."""
+    (the perceiver EMA) restored on resume; the losses logged from the first step and every 10 steps (the
+    Trainer's 500 leave a short run silent). Usable with ``HfArgumentParser`` (``pela pretrain``)."""
 
     learning_rate: float = 3e-5
     weight_decay: float = 0.05
@@ -53,6 +54,8 @@ class PELATrainingArguments(TrainingArguments):
     lr_scheduler_type: SchedulerType | str = "cosine"
     warmup_steps: float = 0.05
     max_grad_norm: float = 1.0
+    logging_steps: float = 10
+    logging_first_step: bool = True
     bf16: bool = field(default_factory=_bf16_supported)
     remove_unused_columns: bool = False
     restore_callback_states_from_checkpoint: bool = True
@@ -229,7 +232,7 @@ class PELATrainer(AtomicCheckpointMixin, Trainer):
             batch_size=self.args.per_device_train_batch_size,
             collate_fn=self.data_collator,
             num_workers=self.args.dataloader_num_workers,
-            pin_memory=self.args.dataloader_pin_memory,
+            pin_memory=self.args.dataloader_pin_memory and torch.accelerator.is_available(),  # no warning on CPU
             drop_last=self.args.dataloader_drop_last,
         )
 
