@@ -29,6 +29,7 @@ from datasets_unihand_mix.export import export_hub_folder
 from datasets_unihand_mix.streaming import stream_unihand_mix
 from modeling_pela import MotionTokenizerConfig, MotionTokenizerModel
 from pela.cli import main, parse_pretrain_args
+from trainers.pela_trainer import pela_training_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_IMAGE = ROOT / "tests" / "fixtures_real_hands" / "hand_image.jpg"
@@ -69,7 +70,8 @@ def test_yaml_then_flags_with_paper_defaults(workspace, tmp_path):
     # what the file does not set keeps the paper's optimisation defaults
     assert (training_args.weight_decay, training_args.adam_beta2, training_args.max_grad_norm) == (0.05, 0.95, 1.0)
     assert training_args.lr_scheduler_type == "cosine" and not training_args.remove_unused_columns
-    assert training_args.logging_steps == 10 and training_args.logging_first_step  # a short run is not silent
+    defaults = pela_training_arguments(str(tmp_path))  # a short run is not silent: logs from step 1, every 10 steps
+    assert defaults.logging_steps == 10 and defaults.logging_first_step
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"data": "x", "motion_tokenizer": "y", "output_dir": "z", "lerning_rate": 1}))
     with pytest.raises(SystemExit, match="lerning_rate"):
