@@ -2,17 +2,21 @@
 
 ``datasets.load_dataset(path, name, split=..., streaming=True)`` reads the export as is; a trainer should rather use
 :func:`stream_unihand_mix`, which returns the same kind of ``datasets.IterableDataset`` (shuffle buffer,
-``split_dataset_by_node``, ``state_dict``/``load_state_dict``, ``with_format("torch")``, DataLoader workers) but
-reads the parquet shards itself so that it can
+``state_dict``/``load_state_dict``, ``with_format("torch")``) but reads the parquet shards itself so that it can
 
+* interleave the subsets of ``mix`` (lab, wild) in proportion to their sizes, row by row, rather than one subset's
+  shards after the other's (:func:`iter_mixed_rows`), and give every rank of a distributed run the same number of
+  rows with that same mixture (``rank``/``world_size``; splitting whole shards gave one rank only lab rows);
 * skip a corrupt or truncated shard (``unreadable_shard``), and
 * validate every sample (:func:`validate_sample`: NaN/inf pose, missing frame, wrong lengths, bad values),
 
 counting each skip by reason in a :class:`SkipStats` and logging it, or raising a :class:`UniHandMixDataError` that
 names the shard or the sample id and field (``on_error="raise"``). Nothing is dropped silently.
 
-Counts are kept per process (each DataLoader worker counts its own); on resume the part of the current shard
-that is replayed is counted again.
+The stream is one ``datasets`` shard (the interleaving needs every subset in one generator): read it with one
+DataLoader worker. ``split_dataset_by_node`` on it (what ``PELATrainer`` does with a stream given without a rank)
+splits row by row, so ranks keep the mixture. Counts are kept per process; on resume the rows that are replayed are
+counted again.
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from datasets.distributed import split_dataset_by_node
 from PIL import Image
 
 from modeling_pela.hand_motion import HAND_SIDES
@@ -160,15 +163,31 @@ def validate_sample(row: Mapping[str, Any]) -> None:
             )
 
 
-def iter_valid_rows(files: list[str], on_error: str, stats: SkipStats, batch_size: int = 16) -> Iterator[dict]:
+def iter_valid_rows(
+    files: list[str] | tuple[str, ...],
+    on_error: str,
+    stats: SkipStats,
+    batch_size: int = 16,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    max_rows: int | None = None,
+) -> Iterator[dict]:
     """Rows of parquet ``files`` in order (images undecoded), skipping or raising on unreadable shards and invalid
-    samples (see the module docstring). This is the generator behind :func:`stream_unihand_mix`."""
+    samples (see the module docstring). With ``world_size`` > 1 only the rows whose index (counted over all rows of
+    the files, valid or not) is ``rank`` modulo ``world_size``; only the first ``max_rows`` indices."""
+    index = 0
     for file in files:
         try:
             with fsspec.open(file, "rb") as handle:
                 parquet = pq.ParquetFile(handle)
                 for batch in parquet.iter_batches(batch_size=batch_size):
                     for row in batch.to_pylist():
+                        index += 1
+                        if max_rows is not None and index > max_rows:
+                            return
+                        if (index - 1) % world_size != rank:
+                            continue
                         try:
                             validate_sample(row)
                         except UniHandMixDataError as error:
@@ -183,6 +202,44 @@ def iter_valid_rows(files: list[str], on_error: str, stats: SkipStats, batch_siz
             if on_error == "raise":
                 raise error from err
             stats.record(error)
+
+
+def count_rows(file: str) -> int:
+    """Rows of a parquet shard from its footer (0 when the shard cannot be read: it is skipped or refused when
+    streamed)."""
+    try:
+        with fsspec.open(file, "rb") as handle:
+            return pq.ParquetFile(handle).metadata.num_rows
+    except (pa.ArrowException, OSError):
+        return 0
+
+
+def iter_mixed_rows(
+    subsets: tuple[tuple[str, ...], ...], on_error: str, stats: SkipStats, rank: int = 0, world_size: int = 1
+) -> Iterator[dict]:
+    """Rows of several subsets (each a tuple of parquet files), interleaved so that every prefix of the stream holds
+    the subsets in proportion to their sizes: at each step the subset furthest behind its share gives the next row.
+
+    With ``world_size`` > 1 every subset is split row by row (:func:`iter_valid_rows`) and cut to the same number of
+    rows on every rank (``rows // world_size``), so each rank sees the single-process mixture and the same count."""
+    streams, quotas = [], []
+    for files in subsets:
+        total = sum(count_rows(file) for file in files)
+        quota = total // world_size if world_size > 1 else total
+        if quota:
+            limit = quota * world_size if world_size > 1 else None
+            streams.append(iter_valid_rows(files, on_error, stats, rank=rank, world_size=world_size, max_rows=limit))
+            quotas.append(quota)
+    emitted = [0] * len(streams)
+    active = set(range(len(streams)))
+    while active:
+        chosen = min(active, key=lambda i: ((emitted[i] + 0.5) / quotas[i], i))
+        row = next(streams[chosen], None)
+        if row is None:
+            active.discard(chosen)
+            continue
+        emitted[chosen] += 1
+        yield row
 
 
 def resolve_data_files(path: str, name: str = "mix", split: str = "train", **builder_kwargs: Any) -> list[str]:
@@ -215,8 +272,8 @@ def stream_unihand_mix(
         stats: where skips are counted (pass one to read the counts; per process).
         shuffle_buffer_size: shuffle shard order and use a buffer of this size (None: file order).
         seed: shuffle seed, identical on every rank (call ``set_epoch`` on the result to reshuffle per epoch).
-        rank / world_size: keep only this rank's part (``datasets.distributed.split_dataset_by_node``: whole shards
-            when their number divides by ``world_size``, else every ``world_size``-th sample).
+        rank / world_size: keep only this rank's part: every ``world_size``-th row of each subset, the same number of
+            rows on every rank, in the single-process lab:wild proportion (:func:`iter_mixed_rows`).
         builder_kwargs: passed to ``datasets.load_dataset_builder`` (e.g. ``revision``, ``token``).
 
     Returns:
@@ -228,15 +285,24 @@ def stream_unihand_mix(
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     if (rank is None) != (world_size is None):
         raise ValueError("pass both rank and world_size, or neither")
+    if rank is not None and not 0 <= rank < world_size:
+        raise ValueError(f"rank must lie in [0, world_size={world_size}), got {rank}")
     files = resolve_data_files(path, name, split, **builder_kwargs)
+    by_subset: dict[str, list[str]] = {}
+    for file in files:  # shards live in data/<subset>/
+        by_subset.setdefault(file.replace("\\", "/").rsplit("/", 2)[-2], []).append(file)
     dataset = datasets.IterableDataset.from_generator(
-        iter_valid_rows,
+        iter_mixed_rows,
         features=unihand_features(),
-        gen_kwargs={"files": files, "on_error": on_error, "stats": stats if stats is not None else SkipStats()},
+        gen_kwargs={
+            "subsets": tuple(tuple(subset_files) for subset_files in by_subset.values()),  # tuples: one shard
+            "on_error": on_error,
+            "stats": stats if stats is not None else SkipStats(),
+            "rank": rank or 0,
+            "world_size": world_size or 1,
+        },
         split=datasets.NamedSplit(split),
     )
     if shuffle_buffer_size:
         dataset = dataset.shuffle(seed=seed, buffer_size=shuffle_buffer_size)
-    if world_size is not None:
-        dataset = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
     return dataset

@@ -42,10 +42,17 @@ def test_full_pass_matches_plain_datasets_and_decodes_images(folder, all_ids):
     stats = SkipStats()
     dataset = stream_unihand_mix(str(folder), "mix", "train", stats=stats)
     rows = list(dataset)
-    assert [r["id"] for r in rows] == all_ids and len(rows) == 21
+    assert sorted(r["id"] for r in rows) == sorted(all_ids) and len(rows) == 21
     assert stats.samples_ok == 21 and stats.skipped == 0
     assert isinstance(rows[0]["first_frame"], Image.Image) and rows[0]["first_frame"].size == (64, 64)
-    assert dataset.n_shards == len(resolve_data_files(str(folder), "mix", "train")) > 2
+    assert len(resolve_data_files(str(folder), "mix", "train")) > 2  # several shards per subset
+    # each subset keeps its file order, and the subsets are interleaved: every prefix holds them in proportion
+    # (a stream of all lab rows, then all wild rows, trains on one subset at a time)
+    for subset in ("lab", "wild"):
+        assert [r["id"] for r in rows if r["subset"] == subset] == [i for i in all_ids if f"-{subset}/" in i]
+    share = sum(r["subset"] == "lab" for r in rows) / len(rows)
+    for prefix in range(1, len(rows) + 1):
+        assert abs(sum(r["subset"] == "lab" for r in rows[:prefix]) - share * prefix) <= 1
     with pytest.raises(ValueError, match="has no split 'validation'"):
         stream_unihand_mix(str(folder), "mix", "validation")
 
@@ -60,14 +67,33 @@ def test_shuffle_is_seeded_and_keeps_every_sample(folder, all_ids):
 
 @pytest.mark.parametrize("world_size", [2, 3])
 @pytest.mark.parametrize("shuffle", [None, 8])
-def test_ranks_see_disjoint_parts_covering_the_split(folder, all_ids, world_size, shuffle):
+def test_ranks_see_disjoint_equal_parts_with_the_single_process_mixture(folder, all_ids, world_size, shuffle):
     parts = [
-        ids(stream_unihand_mix(str(folder), shuffle_buffer_size=shuffle, seed=3, rank=r, world_size=world_size))
+        stream_unihand_mix(str(folder), shuffle_buffer_size=shuffle, seed=3, rank=r, world_size=world_size)
         for r in range(world_size)
     ]
-    assert all(parts) and sorted(sum(parts, [])) == sorted(all_ids)
+    rows = [[(row["id"], row["subset"]) for row in part] for part in parts]
+    seen = [i for part in rows for i, _ in part]
+    assert len(set(seen)) == len(seen) and set(seen) <= set(all_ids)  # disjoint
+    assert len({len(part) for part in rows}) == 1  # the same number of rows on every rank
+    for subset in ("lab", "wild"):  # every rank: the single-process share of each subset (cut to rows // world_size)
+        total = sum(f"-{subset}/" in i for i in all_ids)
+        assert all(sum(s == subset for _, s in part) == total // world_size for part in rows)
     with pytest.raises(ValueError, match="both rank and world_size"):
         stream_unihand_mix(str(folder), rank=0)
+    with pytest.raises(ValueError, match="rank must lie"):
+        stream_unihand_mix(str(folder), rank=2, world_size=2)
+
+
+def test_two_ranks_of_a_40_clip_export_get_lab_and_wild_rows(tmp_path):
+    """Whole shards per rank gave rank 0 every lab row and rank 1 every wild row of this export."""
+    export_hub_folder(UniHandMix(config_name="toy", num_clips=40, image_size=48), tmp_path / "toy")
+    single = [row["subset"] for row in stream_unihand_mix(str(tmp_path / "toy"), "mix", "train")]
+    share = single.count("lab") / len(single)
+    for rank in range(2):
+        part = [row["subset"] for row in stream_unihand_mix(str(tmp_path / "toy"), "mix", "train", rank=rank,
+                                                            world_size=2)]  # fmt: skip
+        assert "wild" in part and abs(part.count("lab") / len(part) - share) <= 0.15 * share
 
 
 @pytest.mark.parametrize("rank", [None, 1])
@@ -142,7 +168,7 @@ def test_malformed_samples_are_skipped_with_counted_reasons_or_raise(folder, all
 
     stats = SkipStats()
     kept = ids(stream_unihand_mix(str(copy), "mix", "train", stats=stats))
-    assert kept == [i for i in all_ids if i not in broken]
+    assert sorted(kept) == sorted(i for i in all_ids if i not in broken)
     assert stats.counts == {"nan_pose": 1, "missing_frame": 1, "wrong_length": 2, "bad_frame": 1}
     assert stats.samples_ok == len(kept) and stats.as_dict()["skipped"] == dict(stats.counts)
     first = next(iter(broken))
