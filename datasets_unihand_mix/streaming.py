@@ -10,8 +10,9 @@
 * skip a corrupt or truncated shard (``unreadable_shard``), and
 * validate every sample (:func:`validate_sample`: NaN/inf pose, missing frame, wrong lengths, bad values),
 
-counting each skip by reason in a :class:`SkipStats` and logging it, or raising a :class:`UniHandMixDataError` that
-names the shard or the sample id and field (``on_error="raise"``). Nothing is dropped silently.
+raising a :class:`UniHandMixDataError` that names the shard or the sample id and field (the default), or, with an
+explicit budget (``max_skip_fraction``, per subset), skipping, counting each skip by reason in a :class:`SkipStats`
+and logging it; past the budget, or when a subset has no usable row at all, it raises. Nothing is dropped silently.
 
 The stream is one ``datasets`` shard (the interleaving needs every subset in one generator): read it with one
 DataLoader worker. ``split_dataset_by_node`` on it (what ``PELATrainer`` does with a stream given without a rank)
@@ -42,14 +43,14 @@ from .schema import CHUNK_LENGTH, SPLITS, TASK_TYPES, unihand_features
 
 logger = logging.getLogger(__name__)
 
-ON_ERROR = ("skip", "raise")
 SKIP_REASONS = ("unreadable_shard", "nan_pose", "missing_frame", "bad_frame", "wrong_length", "bad_value")
 LOGGED_PER_REASON = 10
 
 
 class UniHandMixDataError(ValueError):
-    """A shard or a sample of UniHand-Mix is unusable. ``reason`` is one of :data:`SKIP_REASONS`; ``where`` names the
-    shard file or ``sample '<id>' field '<name>'``."""
+    """A shard or a sample of UniHand-Mix is unusable (``reason`` one of :data:`SKIP_REASONS`; ``where`` names the
+    shard file or ``sample '<id>' field '<name>'``), or a subset lost more rows than allowed (``"too_many_skips"``) or
+    all of them (``"empty_subset"``; ``where`` names the subset)."""
 
     def __init__(self, reason: str, where: str, detail: str) -> None:
         super().__init__(f"{where}: {detail}")
@@ -79,6 +80,33 @@ class SkipStats:
 
     def as_dict(self) -> dict[str, Any]:
         return {"samples_ok": self.samples_ok, "skipped": dict(self.counts), "last": dict(self.last)}
+
+
+class SkipBudget:
+    """The data-error policy of one subset's stream: with ``max_skip_fraction`` 0 the first unusable shard or sample
+    raises its :class:`UniHandMixDataError`; above 0 unusable rows are skipped and counted in ``stats`` until they
+    exceed that fraction of the subset's ``expected`` rows (an unreadable shard counts as ``rows_per_shard`` rows),
+    which raises ``"too_many_skips"``."""
+
+    def __init__(
+        self, subset: str, expected: int, rows_per_shard: float, max_skip_fraction: float, stats: SkipStats
+    ) -> None:
+        self.subset, self.expected, self.rows_per_shard = subset, expected, rows_per_shard
+        self.max_skip_fraction, self.stats = max_skip_fraction, stats
+        self.skipped = 0.0
+
+    def skip(self, error: UniHandMixDataError, shard: bool = False) -> None:
+        if not self.max_skip_fraction:
+            raise error
+        self.stats.record(error)
+        self.skipped += self.rows_per_shard if shard else 1
+        if self.skipped > self.max_skip_fraction * self.expected:
+            raise UniHandMixDataError(
+                "too_many_skips",
+                f"subset '{self.subset}'",
+                f"{self.skipped:.0f} of its {self.expected} rows are unusable, more than max_skip_fraction="
+                f"{self.max_skip_fraction:g} allows (counts {dict(self.stats.counts)}); the last: {error}",
+            )
 
 
 def _sample_error(reason: str, sample_id: str, name: str, detail: str) -> UniHandMixDataError:
@@ -165,17 +193,16 @@ def validate_sample(row: Mapping[str, Any]) -> None:
 
 def iter_valid_rows(
     files: list[str] | tuple[str, ...],
-    on_error: str,
-    stats: SkipStats,
+    budget: SkipBudget,
     batch_size: int = 16,
     *,
     rank: int = 0,
     world_size: int = 1,
     max_rows: int | None = None,
 ) -> Iterator[dict]:
-    """Rows of parquet ``files`` in order (images undecoded), skipping or raising on unreadable shards and invalid
-    samples (see the module docstring). With ``world_size`` > 1 only the rows whose index (counted over all rows of
-    the files, valid or not) is ``rank`` modulo ``world_size``; only the first ``max_rows`` indices."""
+    """Rows of parquet ``files`` in order (images undecoded); unreadable shards and invalid samples go to ``budget``
+    (skipped and counted, or raised). With ``world_size`` > 1 only the rows whose index (counted over all rows of the
+    files, valid or not) is ``rank`` modulo ``world_size``; only the first ``max_rows`` indices."""
     index = 0
     for file in files:
         try:
@@ -191,45 +218,59 @@ def iter_valid_rows(
                         try:
                             validate_sample(row)
                         except UniHandMixDataError as error:
-                            if on_error == "raise":
-                                raise
-                            stats.record(error)
+                            budget.skip(error)
                             continue
-                        stats.samples_ok += 1
+                        budget.stats.samples_ok += 1
                         yield row
         except (pa.ArrowException, OSError) as err:
             error = UniHandMixDataError("unreadable_shard", f"shard {file}", f"{type(err).__name__}: {err}")
-            if on_error == "raise":
-                raise error from err
-            stats.record(error)
+            try:
+                budget.skip(error, shard=True)
+            except UniHandMixDataError as raised:
+                raise raised from err
 
 
 def count_rows(file: str) -> int:
-    """Rows of a parquet shard from its footer (0 when the shard cannot be read: it is skipped or refused when
-    streamed)."""
+    """Rows of a parquet shard from its footer. Raises ``UniHandMixDataError("unreadable_shard")`` naming the file."""
     try:
         with fsspec.open(file, "rb") as handle:
             return pq.ParquetFile(handle).metadata.num_rows
-    except (pa.ArrowException, OSError):
-        return 0
+    except (pa.ArrowException, OSError) as err:
+        raise UniHandMixDataError("unreadable_shard", f"shard {file}", f"{type(err).__name__}: {err}") from err
 
 
 def iter_mixed_rows(
-    subsets: tuple[tuple[str, ...], ...], on_error: str, stats: SkipStats, rank: int = 0, world_size: int = 1
+    subsets: tuple[tuple[str, tuple[str, ...]], ...],
+    max_skip_fraction: float,
+    stats: SkipStats,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Iterator[dict]:
-    """Rows of several subsets (each a tuple of parquet files), interleaved so that every prefix of the stream holds
-    the subsets in proportion to their sizes: at each step the subset furthest behind its share gives the next row.
+    """Rows of several subsets (``(name, parquet files)``), interleaved so that every prefix of the stream holds the
+    subsets in proportion to their sizes: at each step the subset furthest behind its share gives the next row.
 
     With ``world_size`` > 1 every subset is split row by row (:func:`iter_valid_rows`) and cut to the same number of
-    rows on every rank (``rows // world_size``), so each rank sees the single-process mixture and the same count."""
-    streams, quotas = [], []
-    for files in subsets:
-        total = sum(count_rows(file) for file in files)
+    rows on every rank (``rows // world_size``), so each rank sees the single-process mixture and the same count.
+    Unusable data follow :class:`SkipBudget` (one per subset); a subset with no readable row, or whose every row is
+    unusable, raises ``"empty_subset"`` whatever the budget."""
+    streams, quotas, budgets = [], [], []
+    for name, files in subsets:
+        counts = []
+        for file in files:
+            try:
+                counts.append(count_rows(file))
+            except UniHandMixDataError:
+                if not max_skip_fraction:
+                    raise
+        if not counts or not sum(counts):
+            raise UniHandMixDataError("empty_subset", f"subset '{name}'", f"none of its {len(files)} shards has a row")
+        total = sum(counts) * len(files) // len(counts)  # unreadable shards estimated at the mean shard size
         quota = total // world_size if world_size > 1 else total
-        if quota:
-            limit = quota * world_size if world_size > 1 else None
-            streams.append(iter_valid_rows(files, on_error, stats, rank=rank, world_size=world_size, max_rows=limit))
-            quotas.append(quota)
+        budget = SkipBudget(name, quota, total / len(files) / world_size, max_skip_fraction, stats)
+        limit = quota * world_size if world_size > 1 else None
+        streams.append(iter_valid_rows(files, budget, rank=rank, world_size=world_size, max_rows=limit))
+        quotas.append(max(quota, 1))
+        budgets.append(budget)
     emitted = [0] * len(streams)
     active = set(range(len(streams)))
     while active:
@@ -237,6 +278,10 @@ def iter_mixed_rows(
         row = next(streams[chosen], None)
         if row is None:
             active.discard(chosen)
+            if not emitted[chosen]:
+                raise UniHandMixDataError(
+                    "empty_subset", f"subset '{budgets[chosen].subset}'", "every row was unusable; nothing to stream"
+                )
             continue
         emitted[chosen] += 1
         yield row
@@ -256,7 +301,7 @@ def stream_unihand_mix(
     name: str = "mix",
     split: str = "train",
     *,
-    on_error: str = "skip",
+    max_skip_fraction: float = 0.0,
     stats: SkipStats | None = None,
     shuffle_buffer_size: int | None = None,
     seed: int = 0,
@@ -268,7 +313,9 @@ def stream_unihand_mix(
 
     Args:
         path: a local export folder or a Hub repo id.
-        on_error: ``"skip"`` (count in ``stats`` and log) or ``"raise"`` (:class:`UniHandMixDataError`).
+        max_skip_fraction: the data-error policy (:class:`SkipBudget`): 0 (default) raises a
+            :class:`UniHandMixDataError` naming the first unusable shard or sample; above 0 such rows are skipped,
+            counted in ``stats`` and logged, until they exceed that fraction of a subset's rows.
         stats: where skips are counted (pass one to read the counts; per process).
         shuffle_buffer_size: shuffle shard order and use a buffer of this size (None: file order).
         seed: shuffle seed, identical on every rank (call ``set_epoch`` on the result to reshuffle per epoch).
@@ -281,8 +328,8 @@ def stream_unihand_mix(
         decode to PIL). Resume with ``state_dict()`` / ``load_state_dict()`` (exact without a shuffle buffer; a
         buffer's content is not saved, as documented by ``datasets``).
     """
-    if on_error not in ON_ERROR:
-        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    if not 0.0 <= max_skip_fraction <= 1.0:
+        raise ValueError(f"max_skip_fraction must lie in [0, 1], got {max_skip_fraction}")
     if (rank is None) != (world_size is None):
         raise ValueError("pass both rank and world_size, or neither")
     if rank is not None and not 0 <= rank < world_size:
@@ -295,8 +342,8 @@ def stream_unihand_mix(
         iter_mixed_rows,
         features=unihand_features(),
         gen_kwargs={
-            "subsets": tuple(tuple(subset_files) for subset_files in by_subset.values()),  # tuples: one shard
-            "on_error": on_error,
+            "subsets": tuple((name, tuple(files)) for name, files in by_subset.items()),  # tuples: one shard
+            "max_skip_fraction": max_skip_fraction,
             "stats": stats if stats is not None else SkipStats(),
             "rank": rank or 0,
             "world_size": world_size or 1,

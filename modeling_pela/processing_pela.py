@@ -51,6 +51,7 @@ import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import transformers
 from PIL import Image
@@ -72,9 +73,25 @@ IGNORE_INDEX = -100
 
 
 def _image(value: Any) -> Any:
-    """A datasets ``Image`` cell still encoded as ``{"bytes": ...}`` -> PIL image; other images pass through."""
+    """One frame as a 3-channel image, whatever arrives: a datasets ``Image`` cell still encoded as
+    ``{"bytes": ...}``, a PIL image of any mode PIL decodes (RGBA, LA, P, L, CMYK, I;16: what ``load_dataset`` gives
+    for PNG frames) -> RGB; an (H, W), (H, W, 1) or (H, W, 4) array -> (H, W, 3) (alpha dropped, grey repeated)."""
     if isinstance(value, Mapping) and value.get("bytes") is not None:
-        return Image.open(io.BytesIO(value["bytes"])).convert("RGB")
+        value = Image.open(io.BytesIO(value["bytes"]))
+    if isinstance(value, Image.Image):
+        if value.mode.startswith("I;16"):  # 16-bit grey: scaled to 8 bits, not clipped
+            value = Image.fromarray(np.uint8(np.round(np.asarray(value, dtype=np.float64) / 257)))
+        elif value.mode in ("I", "F"):  # 32-bit grey of unknown range: stretched to 8 bits
+            array = np.asarray(value, dtype=np.float64)
+            value = Image.fromarray(np.uint8(255 * (array - array.min()) / max(float(np.ptp(array)), 1e-12)))
+        return value if value.mode == "RGB" else value.convert("RGB")
+    if isinstance(value, np.ndarray) and value.ndim in (2, 3):
+        if value.ndim == 2:
+            value = value[..., None]
+        if value.shape[-1] == 1:
+            return np.repeat(value, 3, axis=-1)
+        if value.shape[-1] == 4:
+            return value[..., :3]
     return value
 
 

@@ -94,7 +94,7 @@ def _cmd_data_view(args: argparse.Namespace) -> int:
 
     if args.index < 0:
         raise SystemExit(f"pela data view: --index must be >= 0, got {args.index}")
-    rows = stream_unihand_mix(args.source, args.config, args.split, on_error="raise")
+    rows = stream_unihand_mix(args.source, args.config, args.split)
     row = next(iter(rows.skip(args.index)), None)
     if row is None:
         raise SystemExit(
@@ -167,6 +167,7 @@ def parse_pretrain_args(argv: Sequence[str]) -> tuple[Any, Any]:
     from .pretraining import PretrainArguments
 
     parser = HfArgumentParser((PretrainArguments, PELATrainingArguments), prog="pela pretrain")
+    parser.error = lambda message: _short_error(parser, message)  # type: ignore[method-assign]
     argv = list(argv)
     if argv and argv[0].endswith((".yaml", ".yml")):
         with open(argv.pop(0)) as handle:
@@ -202,7 +203,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     results = evaluate_checkpoint(
         args.checkpoint, args.data, args.splits, num_chunks=args.num_chunks, num_ensembles=args.num_ensembles,
         max_rows=args.max_rows, mano_dir=args.mano_dir, motion_tokenizer=args.motion_tokenizer,
-        render=args.render, render_dir=args.render_dir, progress=True,
+        render=args.render, render_dir=args.render_dir, progress=True, max_skip_fraction=args.max_skip_fraction,
     )  # fmt: skip
     if args.render:
         print(f"wrote up to {args.render} renders per split to {args.render_dir}")
@@ -242,8 +243,18 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _short_error(parser: argparse.ArgumentParser, message: str) -> None:
+    """argparse's error without the full usage block: one line, and where the options are listed."""
+    parser.exit(2, f"{parser.prog}: error: {message} (`{parser.prog} --help` lists the options)\n")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        _short_error(self, message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pela",
         description="PELA: Predictive Embedding as Latent Action. Hand-motion VLA pretraining on lab and "
         "in-the-wild human videos.",
@@ -400,6 +411,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the first N test rows per split, generated next to true hands, as MP4 videos",
     )  # fmt: skip
     evaluate.add_argument("--render-dir", default="outputs/renders", help="folder of the --render videos")
+    evaluate.add_argument(
+        "--max-skip-fraction", type=float, default=0.0,
+        help="data-error budget per split: 0 stops at the first unreadable shard or malformed sample; above 0 such "
+        "rows are skipped (counted in the output's data_skipped) until they exceed this fraction",
+    )  # fmt: skip
     _add_kinematics_arg(evaluate)
     evaluate.set_defaults(func=_cmd_eval)
 
@@ -459,16 +475,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Errors a user can act on (bad data, a wrong path, an invalid option): one line, no traceback (``--debug`` shows it).
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``pela`` command. Returns 0 on success and 1 after printing ``pela <command>: error: <message>`` for an
+    error in :data:`USER_ERRORS` (with ``--debug`` anywhere on the command line it raises, with the traceback)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["pretrain"]:  # argparse cannot hand flags (``--help``, ``--output_dir``) to a REMAINDER
-        return _cmd_pretrain(argv[1:])
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
-    return args.func(args)
+    debug = "--debug" in argv
+    argv = [arg for arg in argv if arg != "--debug"]
+    command = " ".join(arg for arg in argv[:2] if not arg.startswith("-")) or "pela"
+    try:
+        if argv[:1] == ["pretrain"]:  # argparse cannot hand flags (``--help``, ``--output_dir``) to a REMAINDER
+            return _cmd_pretrain(argv[1:])
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 0
+        command = " ".join(filter(None, (args.command, getattr(args, f"{args.command}_command", None))))
+        return args.func(args)
+    except USER_ERRORS as error:
+        if debug:
+            raise
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"pela {command}: error: {message} (--debug shows the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -253,6 +253,7 @@ def train_and_score(job: dict[str, Any]) -> dict[str, Any]:
         job["output_dir"], max_steps=config.pretrain_steps, per_device_train_batch_size=config.batch_size,
         learning_rate=config.learning_rate, logging_steps=max(1, config.pretrain_steps // 20), save_strategy="no",
         use_cpu=not torch.cuda.is_available(), disable_tqdm=True, seed=seed, report_to="none",
+        overwrite_output_dir=True,  # a re-run into the same --output-dir replaces its models
     )  # fmt: skip
     started = time.time()
     model, history = pretrain(

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from datasets_unihand_mix.streaming import SkipStats
 from modeling_pela.mano import load_hand_kinematics
 from trainers.generation_eval import evaluate_generation
 
@@ -35,22 +36,26 @@ def evaluate_checkpoint(
     render: int = 0,
     render_dir: str | Path = "outputs/renders",
     progress: bool = False,
+    max_skip_fraction: float = 0.0,
 ) -> dict[str, dict[str, float]]:
     """``{split: metrics}`` (MPJPE, PA-MPJPE, MWTE, MDE in cm) of the first ``num_chunks`` generated chunks of every
     labelled ``split``/test row of the exported UniHand-Mix at ``data`` (``motion_tokenizer``: a tokenizer folder
     replacing the checkpoint's ``motion_tokenizer/``). ``render`` > 0 also writes the first ``render`` rows of each
-    split, generated next to true hands over the first frame, as ``render_dir/<split>_<index>.mp4``."""
+    split, generated next to true hands over the first frame, as ``render_dir/<split>_<index>.mp4``. Unusable test data
+    raise, or within ``max_skip_fraction`` are skipped; ``data_skipped`` (rows skipped by reason) says how many."""
     model, processor, motion_tokenizer = load_pretraining_checkpoint(checkpoint, motion_tokenizer)
     kinematics = load_hand_kinematics(mano_dir)
     results = {}
     for split in splits:
-        rows = evaluation_rows(data, split, max_rows, num_chunks)
+        stats = SkipStats()
+        rows = evaluation_rows(data, split, max_rows, num_chunks, max_skip_fraction=max_skip_fraction, stats=stats)
         pairs: list[tuple[np.ndarray, np.ndarray]] = []
         results[split] = evaluate_generation(
             model, processor, motion_tokenizer, rows, kinematics, num_chunks=num_chunks, num_ensembles=num_ensembles,
             generator=torch.Generator().manual_seed(0), keypoints=pairs, progress=progress,
         )  # fmt: skip
         results[split]["kinematics"] = kinematics.source
+        results[split]["data_skipped"] = dict(stats.counts)
         for index, (row, generated) in enumerate(zip(rows[:render], generated_by_row(rows, pairs), strict=False)):
             render_row(row, Path(render_dir) / f"{split}_{index:03d}.mp4", kinematics, generated=generated)
     return results

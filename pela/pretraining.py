@@ -27,16 +27,21 @@ from transformers import AutoImageProcessor, PreTrainedTokenizerFast, TrainingAr
 from transformers.models.dinov3_vit.image_processing_dinov3_vit import DINOv3ViTImageProcessor
 from transformers.models.got_ocr2.image_processing_got_ocr2 import GotOcr2ImageProcessor
 
-from datasets_unihand_mix.streaming import stream_unihand_mix
+from datasets_unihand_mix.streaming import SkipStats, stream_unihand_mix
 from datasets_unihand_mix.tasks import stable_uniform
 from modeling_pela import MotionTokenizerModel, PELAConfig, PELAForPretraining, PELAProcessor
-from modeling_pela.configuration_pela import motion_vocabulary
+from modeling_pela.configuration_pela import PRESETS, motion_vocabulary
 from modeling_pela.pipeline_pela import CUSTOM_PIPELINES, MOTION_TOKENIZER_SUBFOLDER, save_pipeline_code
-from trainers.checkpointing import last_complete_checkpoint
+from trainers.checkpointing import last_complete_checkpoint, prepare_output_dir
 from trainers.collator import PELADataCollator
 from trainers.pela_trainer import PELATrainer
 
 CARD_SETTINGS = "pela_card.json"  # what the model card was rendered with (pela eval --update-card re-renders it)
+CHECKPOINT_FILES = {  # what load_pretraining_checkpoint needs besides the weights, and what each is
+    "config.json": "the model configuration",
+    "processor_config.json": "the processor",
+    "tokenizer.json": "the instruction tokenizer",
+}
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "pela": {"objective": "masked_chunk", "align": True},
@@ -106,6 +111,13 @@ class PretrainArguments:
     wild_fraction: float = field(default=1.0, metadata={"help": "share of the wild training clips used (Fig. 3)"})
     max_train_chunks: int | None = field(default=None, metadata={"help": "crop training clips to this many chunks"})
     shuffle_buffer_size: int = field(default=256, metadata={"help": "streaming shuffle buffer (0: file order)"})
+    max_skip_fraction: float = field(
+        default=0.0,
+        metadata={
+            "help": "data-error budget per subset: 0 stops at the first unreadable shard or malformed sample (naming "
+            "it); above 0 such rows are skipped and counted until they exceed this fraction of a subset"
+        },
+    )
 
 
 def wild_fraction_filter(fraction: float) -> Callable[[Mapping[str, Any]], bool]:
@@ -127,8 +139,9 @@ def is_labelled_row(row: Mapping[str, Any]) -> bool:
 def pretraining_stream(args: PretrainArguments, seed: int) -> Any:
     """The streamed, wild-fraction-filtered (and cropped) ``train`` split ``pela pretrain`` reads."""
     rows = stream_unihand_mix(
-        args.data, args.dataset_config, "train", shuffle_buffer_size=args.shuffle_buffer_size or None, seed=seed
-    ).filter(wild_fraction_filter(args.wild_fraction))
+        args.data, args.dataset_config, "train", shuffle_buffer_size=args.shuffle_buffer_size or None, seed=seed,
+        max_skip_fraction=args.max_skip_fraction,
+    ).filter(wild_fraction_filter(args.wild_fraction))  # fmt: skip
     if args.max_train_chunks:
         rows = rows.map(lambda row: crop_row(row, args.max_train_chunks))
     return rows
@@ -185,7 +198,13 @@ def pretrain(
 ) -> tuple[PELAForPretraining, list[dict[str, float]]]:
     """Train one variant on ``train_rows`` (a ``datasets.IterableDataset`` of UniHand-Mix rows); the result is saved
     to ``args.output_dir`` as a self-contained checkpoint (:func:`save_pretraining_checkpoint`). Resumes from the last
-    complete checkpoint in ``args.output_dir`` when ``args.resume_from_checkpoint`` is ``"last"``."""
+    complete checkpoint in ``args.output_dir`` when ``args.resume_from_checkpoint`` is ``"last"``; refuses an
+    ``output_dir`` that holds another run unless ``args.overwrite_output_dir`` (:func:`prepare_output_dir`)."""
+    prepare_output_dir(
+        args.output_dir,
+        resume=bool(args.resume_from_checkpoint),
+        overwrite=getattr(args, "overwrite_output_dir", False),
+    )
     torch.manual_seed(args.seed)
     model = build_model(variant, preset, motion_tokenizer.config, init_from, frame_encoder, vlm).train()
     collator = PELADataCollator(processor, motion_tokenizer, seed=args.seed, objective=model.config.objective)
@@ -219,8 +238,28 @@ def pretrain(
     return model.eval(), [h for h in trainer.state.log_history if "loss" in h]
 
 
+def check_pretrain_arguments(args: PretrainArguments) -> None:
+    """Refuse an unknown variant or preset and a local path that does not exist before any data streams or any
+    model is built (errors name the flag)."""
+    if args.variant not in VARIANTS:
+        raise ValueError(f"--variant {args.variant!r} is not one of {sorted(VARIANTS)}")
+    if args.model_preset not in PRESETS:
+        raise ValueError(f"--model_preset {args.model_preset!r} is not one of {sorted(PRESETS)}")
+    for flag in ("data", "motion_tokenizer", "init_from", "vlm", "frame_encoder", "processor"):
+        value = getattr(args, flag)
+        if value and looks_like_local_path(value) and not Path(value).expanduser().exists():
+            raise FileNotFoundError(f"--{flag} {value}: no such file or folder")
+
+
+def looks_like_local_path(value: str) -> bool:
+    """True for what can only be a local path (absolute, ``./``, ``../``, ``~``, or more than one ``/``); a Hub id is
+    ``name`` or ``owner/name``."""
+    return value.startswith(("/", ".", "~")) or value.count("/") > 1 or "\\" in value
+
+
 def run_pretraining(args: PretrainArguments, training_args: TrainingArguments) -> PELAForPretraining:
     """``pela pretrain``: stream ``args.data``, build the processor, train, save a self-contained checkpoint."""
+    check_pretrain_arguments(args)
     motion_tokenizer = MotionTokenizerModel.from_pretrained(args.motion_tokenizer).eval()
     if args.processor:
         processor = PELAProcessor.from_pretrained(args.processor)
@@ -229,7 +268,7 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments) -
             args.vlm, args.motion_tokenizer, args.frame_encoder, preset=args.model_preset
         )
     elif args.model_preset == "tiny" and not args.init_from:
-        rows = stream_unihand_mix(args.data, args.dataset_config)
+        rows = stream_unihand_mix(args.data, args.dataset_config, max_skip_fraction=args.max_skip_fraction)
         processor = tiny_processor_for(rows, motion_tokenizer.config, args.frame_encoder)
     else:
         raise ValueError(
@@ -354,8 +393,22 @@ def pretraining_model_card(
 def load_pretraining_checkpoint(
     path: str | Path, motion_tokenizer: str | None = None
 ) -> tuple[PELAForPretraining, PELAProcessor, MotionTokenizerModel]:
-    """(model, processor, motion tokenizer) of a checkpoint written by :func:`save_pretraining_checkpoint`."""
+    """(model, processor, motion tokenizer) of a checkpoint written by :func:`save_pretraining_checkpoint`. Raises
+    ``FileNotFoundError`` naming the folder and what it lacks before anything is built."""
     path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"{path} is not a folder: pass a `pela pretrain` output folder (or a checkpoint-N in it)"
+        )
+    missing = [name for name in CHECKPOINT_FILES if not (path / name).is_file()]
+    if not any(path.glob("model*.safetensors")):
+        missing.append("model.safetensors")
+    if missing:
+        raise FileNotFoundError(
+            f"{path} is not a complete PELA checkpoint: it lacks {', '.join(missing)} ("
+            + "; ".join(f"{name}: {CHECKPOINT_FILES.get(name, 'the weights')}" for name in missing)
+            + "), which `pela pretrain` writes with every checkpoint"
+        )
     tokenizer_path = motion_tokenizer or path / MOTION_TOKENIZER_SUBFOLDER
     if not motion_tokenizer and not (path / MOTION_TOKENIZER_SUBFOLDER).is_dir():
         raise FileNotFoundError(
@@ -367,11 +420,20 @@ def load_pretraining_checkpoint(
     return model, processor, MotionTokenizerModel.from_pretrained(str(tokenizer_path)).eval()
 
 
-def evaluation_rows(data: str, split: str, max_rows: int | None = None, num_chunks: int = 1) -> list[dict[str, Any]]:
+def evaluation_rows(
+    data: str,
+    split: str,
+    max_rows: int | None = None,
+    num_chunks: int = 1,
+    *,
+    max_skip_fraction: float = 0.0,
+    stats: SkipStats | None = None,
+) -> list[dict[str, Any]]:
     """The labelled rows of ``split``/test of an exported UniHand-Mix, cut to their first ``num_chunks`` chunks (what
-    evaluation decodes and scores)."""
+    evaluation decodes and scores). Unusable data raise, or within ``max_skip_fraction`` are skipped and counted in
+    ``stats`` (:func:`~datasets_unihand_mix.streaming.stream_unihand_mix`)."""
     rows = []
-    for row in stream_unihand_mix(data, split, "test"):
+    for row in stream_unihand_mix(data, split, "test", max_skip_fraction=max_skip_fraction, stats=stats):
         if row["has_motion_labels"] and int(row["num_chunks"]) >= num_chunks:
             rows.append(crop_row(row, num_chunks))
         if max_rows is not None and len(rows) >= max_rows:

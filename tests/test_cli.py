@@ -19,6 +19,20 @@ def test_help_lists_subcommands():
     assert build_parser().parse_args(["tokenizer", "train", "--max-steps", "3"]).max_steps == 3
 
 
+def test_usage_errors_are_one_line_naming_the_flags(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", "checkpoint"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (
+        "pela generate: error: the following arguments are required: --image, --instruction "
+        "(`pela generate --help` lists the options)"
+    )
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--output_dir", "x"])
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
 def test_small_demo_writes_results(tmp_path, capsys):
     argv = ["demo", "--output-dir", str(tmp_path), "--tokenizer-steps", "5", "--frame-encoder-steps", "2",
             "--num-dataset-clips", "30", "--pretrain-steps", "2", "--batch-size", "2", "--num-ensembles", "2",

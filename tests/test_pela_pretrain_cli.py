@@ -155,8 +155,12 @@ def test_pretrain_eval_generate_from_the_command_line(workspace, tmp_path, capsy
     # a folder without its motion tokenizer: the error names the flag, and the flag supplies it
     shutil.rmtree(run / "motion_tokenizer")
     argv = ["eval", str(run), "--data", str(workspace / "data"), "--max-rows", "1", "--splits", "lab"]
+    capsys.readouterr()
+    assert main(argv) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("pela eval: error: ") and "--motion-tokenizer" in error and len(error.splitlines()) == 1
     with pytest.raises(FileNotFoundError, match="--motion-tokenizer"):
-        main(argv)
+        main([*argv, "--debug"])  # the traceback, on request
     assert main([*argv, "--motion-tokenizer", str(workspace / "tokenizer")]) == 0
 
 
@@ -186,3 +190,55 @@ def test_pretrain_under_accelerate_launch_with_two_processes(workspace, tmp_path
     subprocess.run([*launcher, "-m", "pela.cli", "pretrain", str(config)], check=True, env=env, cwd=ROOT, timeout=600)
     assert (tmp_path / "ddp" / "model.safetensors").exists()
     assert (tmp_path / "ddp" / "motion_tokenizer" / "config.json").exists()
+
+
+def test_pretrain_refuses_a_truncated_shard_naming_it(workspace, tmp_path, capsys):
+    """Corrupt data are not skipped silently: training stops, naming the file (a budget must be asked for)."""
+    data = tmp_path / "data"
+    shutil.copytree(workspace / "data", data)
+    shard = sorted((data / "data" / "lab").glob("train-*.parquet"))[0]
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    config = _config(workspace, tmp_path / "run", data=str(data))
+    assert main(["pretrain", str(config)]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("pela pretrain: error: shard ") and shard.name in error and len(error.splitlines()) == 1
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+    assert main(["pretrain", str(config), "--max_skip_fraction", "0.5"]) == 1  # its only lab shard: the subset is gone
+    assert "subset 'lab': none of its 1 shards has a row" in capsys.readouterr().err
+
+
+def test_an_output_dir_holding_another_run_is_refused_unless_asked(workspace, tmp_path, capsys):
+    run = tmp_path / "run"
+    old = run / "checkpoint-99"  # what an earlier, longer run left behind
+    old.mkdir(parents=True)
+    (old / "trainer_state.json").write_text("{}")
+    config = _config(workspace, run, save_strategy="steps", save_steps=1, save_total_limit=1)
+    assert main(["pretrain", str(config)]) == 1
+    error = capsys.readouterr().err
+    assert str(run) in error and "--resume_from_checkpoint last" in error and "--overwrite_output_dir" in error
+    assert old.exists() and not (run / "model.safetensors").exists()
+    assert main(["pretrain", str(config), "--overwrite_output_dir", "true"]) == 0
+    # the old run's checkpoint is gone, so rotation kept this run's and "last" resumes this run
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-2"]
+
+
+def test_load_and_argument_errors_name_the_problem(workspace, tmp_path, capsys):
+    folder = tmp_path / "checkpoint"  # a checkpoint that lost its config.json: refused before any model is built
+    (folder / "motion_tokenizer").mkdir(parents=True)
+    for name in ("processor_config.json", "tokenizer.json", "model.safetensors"):
+        (folder / name).write_text("{}")
+    capsys.readouterr()
+    assert main(["eval", str(folder), "--data", str(workspace / "data")]) == 1
+    assert "lacks config.json (config.json: the model configuration)" in capsys.readouterr().err
+    image = ["--image", str(REAL_IMAGE), "--instruction", "pick up the cup"]
+    assert main(["generate", str(tmp_path / "missing"), *image]) == 1
+    assert f"{tmp_path / 'missing'} is not a folder" in capsys.readouterr().err
+    flags = ["--data", "/no/such/export", "--motion_tokenizer", str(workspace / "tokenizer"), "--output_dir",
+             str(tmp_path / "run")]  # fmt: skip
+    for extra, message in (
+        (["--variant", "pelaa"], "--variant 'pelaa' is not one of"),  # named before the data path is touched
+        (["--model_preset", "7b"], "--model_preset '7b' is not one of ['2b', 'tiny']"),
+        ([], "--data /no/such/export: no such file or folder"),
+    ):
+        assert main(["pretrain", *flags, *extra]) == 1
+        assert message in capsys.readouterr().err

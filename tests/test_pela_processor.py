@@ -156,3 +156,24 @@ def test_precomputed_frame_features(config):
 def test_processor_errors(processor, changes, message):
     with pytest.raises(ValueError, match=message):
         processor.encode({**make_sample(seed=11), **changes})
+
+
+def test_frames_of_every_image_mode_become_rgb(processor):
+    """load_dataset decodes PNG frames to whatever mode they were saved in (RGBA crashed the image processors)."""
+    from PIL import Image
+
+    rgb = Image.fromarray(np.random.default_rng(0).integers(0, 256, (56, 56, 3), dtype=np.uint8))
+    reference = processor(images=rgb, text="pick up the cup")
+    grey = rgb.convert("L")
+    for frame in (rgb.convert("RGBA"), np.asarray(rgb.convert("RGBA")), rgb.convert("P"), rgb.convert("CMYK")):
+        batch = processor(images=frame, text="pick up the cup")
+        assert batch["pixel_values"].shape == reference["pixel_values"].shape
+        if not isinstance(frame, Image.Image) or frame.mode == "RGBA":  # opaque alpha: the same pixels
+            torch.testing.assert_close(batch["pixel_values"], reference["pixel_values"])
+    grey_reference = processor(images=grey.convert("RGB"), text="pick up the cup")["pixel_values"]
+    for frame in (grey, grey.convert("LA"), np.asarray(grey), np.asarray(grey)[..., None]):
+        torch.testing.assert_close(processor(images=frame, text="pick up the cup")["pixel_values"], grey_reference)
+    deep = Image.fromarray(np.asarray(grey, dtype=np.uint16) * 257)  # 16-bit grey: scaled to 8 bits, not clipped
+    assert deep.mode.startswith("I")
+    torch.testing.assert_close(processor(images=deep, text="pick up the cup")["pixel_values"], grey_reference,
+                               atol=0.05, rtol=0)  # fmt: skip

@@ -195,3 +195,26 @@ def test_streamed_batches_are_pinned_only_with_an_accelerator(tmp_path):
     trainer = PELATrainer(model=model, args=args, train_dataset=train, data_collator=PELADataCollator(
         tiny_processor(model.config)))  # fmt: skip
     assert trainer.get_train_dataloader().pin_memory == torch.accelerator.is_available()  # no per-pass CPU warning
+
+
+def test_logged_terms_are_averaged_over_every_process():
+    """Under DDP, rank 0 may hold no labelled row in a logging window: mcp_loss must still be logged (from rank 1)."""
+    from types import SimpleNamespace
+
+    from trainers.pela_trainer import LOGGED_LOSSES, _Window
+
+    def window(**losses):
+        w = _Window()
+        for values in zip(*losses.values(), strict=True):
+            w.add(SimpleNamespace(logits=None, **dict(zip(losses, map(torch.tensor, values), strict=True))), {}, 0)
+        return w
+
+    ranks = [window(align_loss=[0.2, 0.4]), window(align_loss=[0.6, 0.8], mcp_loss=[3.0, 5.0])]
+    flats = []
+    for w in ranks:  # what each process contributes to the sum over processes
+        w.summary(lambda t: flats.append(t.clone()) or t, torch.device("cpu"))
+    total = flats[0] + flats[1]
+    assert set(LOGGED_LOSSES) >= {"align_loss", "mcp_loss"}
+    logs = window(align_loss=[0.2, 0.4]).summary(lambda t: total, torch.device("cpu"))
+    assert logs == pytest.approx({"align_loss": 0.5, "mcp_loss": 4.0})
+    assert window(align_loss=[0.2]).summary(lambda t: t, torch.device("cpu")) == pytest.approx({"align_loss": 0.2})

@@ -109,20 +109,32 @@ def test_state_dict_resume_continues_exactly(folder, rank):
     assert head + ids(resumed) == reference
 
 
-def test_truncated_shard_is_skipped_with_a_count_or_raises(folder, all_ids, tmp_path, caplog):
+def test_truncated_shard_fails_by_default_and_is_skipped_within_a_budget(folder, all_ids, tmp_path, caplog):
     copy = tmp_path / "copy"
     shutil.copytree(folder, copy)
-    shard = sorted((copy / "data/lab").glob("train-*.parquet"))[1]
+    shards = sorted((copy / "data/lab").glob("train-*.parquet"))
+    shard = shards[1]
     lost = pq.ParquetFile(shard).metadata.num_rows
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    with pytest.raises(UniHandMixDataError, match=rf"shard .*{shard.name}: ArrowInvalid"):
+        list(stream_unihand_mix(str(copy), "mix", "train"))  # the default: refuse, naming the file
     stats = SkipStats()
     with caplog.at_level(logging.WARNING, logger="datasets_unihand_mix.streaming"):
-        rows = ids(stream_unihand_mix(str(copy), "mix", "train", stats=stats))
+        rows = ids(stream_unihand_mix(str(copy), "mix", "train", stats=stats, max_skip_fraction=0.5))
     assert len(rows) == len(all_ids) - lost and set(rows) < set(all_ids)
     assert stats.counts == {"unreadable_shard": 1} and shard.name in stats.last["unreadable_shard"]
     assert any(shard.name in record.getMessage() for record in caplog.records)
-    with pytest.raises(UniHandMixDataError, match=rf"shard .*{shard.name}: ArrowInvalid"):
-        list(stream_unihand_mix(str(copy), "mix", "train", on_error="raise"))
+    lab_rows = sum("-lab/" in i for i in all_ids)
+    with pytest.raises(UniHandMixDataError, match="subset 'lab': .* more than max_skip_fraction=0.01") as err:
+        list(stream_unihand_mix(str(copy), "mix", "train", max_skip_fraction=0.01))  # one shard of lab_rows > 1%
+    assert err.value.reason == "too_many_skips" and lost / lab_rows > 0.01
+    for other in shards:  # a subset that disappears is an error whatever the budget
+        other.write_bytes(b"not parquet")
+    with pytest.raises(UniHandMixDataError, match="subset 'lab': none of its") as err:
+        list(stream_unihand_mix(str(copy), "mix", "train", max_skip_fraction=1.0))
+    assert err.value.reason == "empty_subset"
+    with pytest.raises(ValueError, match="max_skip_fraction"):
+        stream_unihand_mix(str(copy), max_skip_fraction=2)
 
 
 def _corrupt(rows):
@@ -167,7 +179,7 @@ def test_malformed_samples_are_skipped_with_counted_reasons_or_raise(folder, all
     writer.close()
 
     stats = SkipStats()
-    kept = ids(stream_unihand_mix(str(copy), "mix", "train", stats=stats))
+    kept = ids(stream_unihand_mix(str(copy), "mix", "train", stats=stats, max_skip_fraction=0.5))
     assert sorted(kept) == sorted(i for i in all_ids if i not in broken)
     assert stats.counts == {"nan_pose": 1, "missing_frame": 1, "wrong_length": 2, "bad_frame": 1}
     assert stats.samples_ok == len(kept) and stats.as_dict()["skipped"] == dict(stats.counts)
@@ -175,7 +187,7 @@ def test_malformed_samples_are_skipped_with_counted_reasons_or_raise(folder, all
     with pytest.raises(
         UniHandMixDataError, match=rf"sample '{first}' field 'mano_\w+\.hand_pose': contains NaN"
     ) as err:
-        list(stream_unihand_mix(str(copy), "mix", "train", on_error="raise"))
+        list(stream_unihand_mix(str(copy), "mix", "train"))
     assert err.value.reason == "nan_pose"
     for row in rows:
         if row["id"] in broken:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 from typing import Any
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint, rotate_checkpoints
@@ -43,6 +44,24 @@ def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
     """
     output_dir = os.fspath(output_dir)
     return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+
+
+def prepare_output_dir(output_dir: str | os.PathLike, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a new run in a folder that holds another one (its checkpoints would be rotated in place of
+    the new run's, and ``resume_from_checkpoint="last"`` would resume the old run): a non-empty ``output_dir`` needs
+    ``resume`` (continue it) or ``overwrite`` (delete its ``checkpoint-*`` folders and start over). Raises
+    ``FileExistsError`` naming the folder and both options."""
+    path = Path(output_dir)
+    if resume or not path.is_dir() or not any(path.iterdir()):
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f"output_dir {path} already holds a run ({', '.join(sorted(p.name for p in path.iterdir())[:4])}, ...); "
+            "pass --resume_from_checkpoint last to continue it, --overwrite_output_dir to start over in it, or "
+            "another --output_dir"
+        )
+    for checkpoint in path.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+        shutil.rmtree(checkpoint)
 
 
 class AtomicCheckpointMixin:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +60,13 @@ class PELATrainingArguments(TrainingArguments):
     bf16: bool = field(default_factory=_bf16_supported)
     remove_unused_columns: bool = False
     restore_callback_states_from_checkpoint: bool = True
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "start over in an output_dir that holds a previous run (its checkpoint-* folders are deleted); "
+            "without it such an output_dir is refused unless resume_from_checkpoint is set"
+        },
+    )
     eval_max_rows: int | None = field(
         default=None,
         metadata={
@@ -97,10 +105,18 @@ class _Window:
             self.correct = self.correct + (guess[valid] == target[valid]).sum()
             self.total = self.total + valid.sum()
 
-    def summary(self) -> dict[str, float]:
-        logs = {key: float(self.sums[key]) / self.counts[key] for key in self.sums}
-        if int(self.total) > 0:
-            logs["mcp_accuracy"] = float(self.correct) / float(self.total)
+    def summary(self, reduce: Callable[[torch.Tensor], torch.Tensor], device: torch.device) -> dict[str, float]:
+        """Means over the window of every process: ``reduce`` sums a tensor over the processes (every process calls
+        this at the same step), so a term that some processes did not compute (no labelled row there) is averaged
+        over the batches that have it, wherever they ran."""
+        values = [(self.sums.get(key, 0.0), self.counts.get(key, 0)) for key in LOGGED_LOSSES]
+        flat = [float(v) for pair in values for v in pair] + [float(self.correct), float(self.total)]
+        totals = reduce(torch.tensor(flat, dtype=torch.float64, device=device)).tolist()
+        logs = {
+            key: totals[2 * i] / totals[2 * i + 1] for i, key in enumerate(LOGGED_LOSSES) if totals[2 * i + 1] > 0
+        }
+        if totals[-1] > 0:
+            logs["mcp_accuracy"] = totals[-2] / totals[-1]
         self.__init__()
         return logs
 
@@ -250,11 +266,15 @@ class PELATrainer(AtomicCheckpointMixin, Trainer):
         self._windows["train" if model.training else "eval"].add(outputs, inputs, offset)
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
+    def _sum_over_processes(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self.accelerator.reduce(tensor, reduction="sum") if self.args.world_size > 1 else tensor
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:
-            logs.update(self._windows["train"].summary())
+            logs.update(self._windows["train"].summary(self._sum_over_processes, self.args.device))
         elif any(key.startswith(f"{self._eval_prefix}_") for key in logs):
-            logs.update({f"{self._eval_prefix}_{k}": v for k, v in self._windows["eval"].summary().items()})
+            summary = self._windows["eval"].summary(self._sum_over_processes, self.args.device)
+            logs.update({f"{self._eval_prefix}_{k}": v for k, v in summary.items()})
             logs.update(self._pending_eval)
             self._pending_eval = {}
         super().log(logs, start_time)
