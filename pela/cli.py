@@ -485,7 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [arg for arg in argv if arg != "--debug"]
-    command = " ".join(arg for arg in argv[:2] if not arg.startswith("-")) or "pela"
+    command = argv[0] if argv and not argv[0].startswith("-") else ""
     try:
         if argv[:1] == ["pretrain"]:  # argparse cannot hand flags (``--help``, ``--output_dir``) to a REMAINDER
             return _cmd_pretrain(argv[1:])
@@ -500,7 +500,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         message = " ".join(str(error).split()) or type(error).__name__
-        print(f"pela {command}: error: {message} (--debug shows the traceback)", file=sys.stderr)
+        print(
+            f"{' '.join(filter(None, ('pela', command)))}: error: {message} (--debug shows the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 
