@@ -6,7 +6,8 @@
 
 * interleave the subsets of ``mix`` (lab, wild) in proportion to their sizes, row by row, rather than one subset's
   shards after the other's (:func:`iter_mixed_rows`), and give every rank of a distributed run the same number of
-  rows with that same mixture (``rank``/``world_size``; splitting whole shards gave one rank only lab rows);
+  rows with that same mixture (``rank``/``world_size``; splitting whole shards gave one rank only lab rows; each
+  rank reads every row and keeps its share);
 * skip a corrupt or truncated shard (``unreadable_shard``), and
 * validate every sample (:func:`validate_sample`: NaN/inf pose, missing frame, wrong lengths, bad values),
 
@@ -15,9 +16,9 @@ explicit budget (``max_skip_fraction``, per subset), skipping, counting each ski
 and logging it; past the budget, or when a subset has no usable row at all, it raises. Nothing is dropped silently.
 
 The stream is one ``datasets`` shard (the interleaving needs every subset in one generator): read it with one
-DataLoader worker. ``split_dataset_by_node`` on it (what ``PELATrainer`` does with a stream given without a rank)
-splits row by row, so ranks keep the mixture. Counts are kept per process; on resume the rows that are replayed are
-counted again.
+DataLoader worker. ``split_dataset_by_node`` on it (what ``stream_unihand_mix(rank=, world_size=)`` does, and
+``PELATrainer`` with a stream that is not split yet) splits row by row, so ranks keep the mixture. Counts are kept
+per process; on resume the rows that are replayed are counted again.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from datasets.distributed import split_dataset_by_node
 from PIL import Image
 
 from modeling_pela.hand_motion import HAND_SIDES
@@ -93,19 +95,20 @@ class SkipBudget:
     ) -> None:
         self.subset, self.expected, self.rows_per_shard = subset, expected, rows_per_shard
         self.max_skip_fraction, self.stats = max_skip_fraction, stats
-        self.skipped = 0.0
+        self.skipped, self.reasons = 0.0, Counter()
 
     def skip(self, error: UniHandMixDataError, shard: bool = False) -> None:
         if not self.max_skip_fraction:
             raise error
         self.stats.record(error)
+        self.reasons[error.reason] += 1
         self.skipped += self.rows_per_shard if shard else 1
         if self.skipped > self.max_skip_fraction * self.expected:
             raise UniHandMixDataError(
                 "too_many_skips",
                 f"subset '{self.subset}'",
                 f"{self.skipped:.0f} of its {self.expected} rows are unusable, more than max_skip_fraction="
-                f"{self.max_skip_fraction:g} allows (counts {dict(self.stats.counts)}); the last: {error}",
+                f"{self.max_skip_fraction:g} allows ({dict(self.reasons)}); the last: {error}",
             )
 
 
@@ -196,13 +199,10 @@ def iter_valid_rows(
     budget: SkipBudget,
     batch_size: int = 16,
     *,
-    rank: int = 0,
-    world_size: int = 1,
     max_rows: int | None = None,
 ) -> Iterator[dict]:
     """Rows of parquet ``files`` in order (images undecoded); unreadable shards and invalid samples go to ``budget``
-    (skipped and counted, or raised). With ``world_size`` > 1 only the rows whose index (counted over all rows of the
-    files, valid or not) is ``rank`` modulo ``world_size``; only the first ``max_rows`` indices."""
+    (skipped and counted, or raised). Only the first ``max_rows`` rows (counted valid or not) when given."""
     index = 0
     for file in files:
         try:
@@ -213,8 +213,6 @@ def iter_valid_rows(
                         index += 1
                         if max_rows is not None and index > max_rows:
                             return
-                        if (index - 1) % world_size != rank:
-                            continue
                         try:
                             validate_sample(row)
                         except UniHandMixDataError as error:
@@ -243,18 +241,22 @@ def iter_mixed_rows(
     subsets: tuple[tuple[str, tuple[str, ...]], ...],
     max_skip_fraction: float,
     stats: SkipStats,
-    rank: int = 0,
-    world_size: int = 1,
+    multiple_of: int = 1,
+    seed: int | None = None,
 ) -> Iterator[dict]:
     """Rows of several subsets (``(name, parquet files)``), interleaved so that every prefix of the stream holds the
     subsets in proportion to their sizes: at each step the subset furthest behind its share gives the next row.
 
-    With ``world_size`` > 1 every subset is split row by row (:func:`iter_valid_rows`) and cut to the same number of
-    rows on every rank (``rows // world_size``), so each rank sees the single-process mixture and the same count.
-    Unusable data follow :class:`SkipBudget` (one per subset); a subset with no readable row, or whose every row is
-    unusable, raises ``"empty_subset"`` whatever the budget."""
-    streams, quotas, budgets = [], [], []
+    ``seed`` shuffles each subset's shard order (once; the same on every rank). ``multiple_of`` (the world size of a
+    distributed run) cuts each subset to a multiple of that many rows, so that a row-by-row split gives every rank
+    the same number of rows, each subset's share within one row (exactly when no row is skipped). Unusable data
+    follow :class:`SkipBudget` (one per subset); a subset without a readable row, or that loses every row, raises
+    ``"empty_subset"``."""
+    streams, quotas, names = [], [], []
     for name, files in subsets:
+        files = list(files)
+        if seed is not None:
+            np.random.default_rng([seed, len(names)]).shuffle(files)
         counts = []
         for file in files:
             try:
@@ -265,12 +267,13 @@ def iter_mixed_rows(
         if not counts or not sum(counts):
             raise UniHandMixDataError("empty_subset", f"subset '{name}'", f"none of its {len(files)} shards has a row")
         total = sum(counts) * len(files) // len(counts)  # unreadable shards estimated at the mean shard size
-        quota = total // world_size if world_size > 1 else total
-        budget = SkipBudget(name, quota, total / len(files) / world_size, max_skip_fraction, stats)
-        limit = quota * world_size if world_size > 1 else None
-        streams.append(iter_valid_rows(files, budget, rank=rank, world_size=world_size, max_rows=limit))
-        quotas.append(max(quota, 1))
-        budgets.append(budget)
+        if total < multiple_of:
+            raise ValueError(f"subset '{name}' has {total} rows, fewer than the {multiple_of} processes to share them")
+        budget = SkipBudget(name, total, total / len(files), max_skip_fraction, stats)
+        limit = total // multiple_of * multiple_of if multiple_of > 1 else None
+        streams.append(iter_valid_rows(files, budget, max_rows=limit))
+        quotas.append(limit or total)
+        names.append(name)
     emitted = [0] * len(streams)
     active = set(range(len(streams)))
     while active:
@@ -279,9 +282,7 @@ def iter_mixed_rows(
         if row is None:
             active.discard(chosen)
             if not emitted[chosen]:
-                raise UniHandMixDataError(
-                    "empty_subset", f"subset '{budgets[chosen].subset}'", "every row was unusable; nothing to stream"
-                )
+                raise UniHandMixDataError("empty_subset", f"subset '{names[chosen]}'", "every row was unusable")
             continue
         emitted[chosen] += 1
         yield row
@@ -317,10 +318,12 @@ def stream_unihand_mix(
             :class:`UniHandMixDataError` naming the first unusable shard or sample; above 0 such rows are skipped,
             counted in ``stats`` and logged, until they exceed that fraction of a subset's rows.
         stats: where skips are counted (pass one to read the counts; per process).
-        shuffle_buffer_size: shuffle shard order and use a buffer of this size (None: file order).
-        seed: shuffle seed, identical on every rank (call ``set_epoch`` on the result to reshuffle per epoch).
-        rank / world_size: keep only this rank's part: every ``world_size``-th row of each subset, the same number of
-            rows on every rank, in the single-process lab:wild proportion (:func:`iter_mixed_rows`).
+        shuffle_buffer_size: shuffle each subset's shard order once (``seed``) and the rows through a buffer of this
+            size, reshuffled per epoch (``set_epoch``); None: file order.
+        seed: shuffle seed, identical on every rank.
+        rank / world_size: keep only this rank's part: the interleaved stream, each subset cut to a multiple of
+            ``world_size`` rows, split row by row (``datasets.distributed.split_dataset_by_node``): every rank gets
+            the same number of rows with the single-process mixture (each rank reads every row and keeps its own).
         builder_kwargs: passed to ``datasets.load_dataset_builder`` (e.g. ``revision``, ``token``).
 
     Returns:
@@ -345,11 +348,13 @@ def stream_unihand_mix(
             "subsets": tuple((name, tuple(files)) for name, files in by_subset.items()),  # tuples: one shard
             "max_skip_fraction": max_skip_fraction,
             "stats": stats if stats is not None else SkipStats(),
-            "rank": rank or 0,
-            "world_size": world_size or 1,
+            "multiple_of": world_size or 1,
+            "seed": seed if shuffle_buffer_size else None,
         },
         split=datasets.NamedSplit(split),
     )
     if shuffle_buffer_size:
         dataset = dataset.shuffle(seed=seed, buffer_size=shuffle_buffer_size)
+    if world_size is not None:
+        dataset = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
     return dataset

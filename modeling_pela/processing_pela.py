@@ -79,9 +79,11 @@ def _image(value: Any) -> Any:
     if isinstance(value, Mapping) and value.get("bytes") is not None:
         value = Image.open(io.BytesIO(value["bytes"]))
     if isinstance(value, Image.Image):
-        if value.mode.startswith("I;16"):  # 16-bit grey: scaled to 8 bits, not clipped
-            value = Image.fromarray(np.uint8(np.round(np.asarray(value, dtype=np.float64) / 257)))
-        elif value.mode in ("I", "F"):  # 32-bit grey of unknown range: stretched to 8 bits
+        if value.mode.startswith("I"):  # 16-bit grey (also when read as 32-bit "I"): scaled to 8 bits, not clipped
+            array = np.asarray(value, dtype=np.float64)
+            scale = 257.0 if array.max(initial=0) <= 65535 else array.max() / 255
+            value = Image.fromarray(np.uint8(np.clip(np.round(array / scale), 0, 255)))
+        elif value.mode == "F":  # float grey of unknown range: stretched to 8 bits
             array = np.asarray(value, dtype=np.float64)
             value = Image.fromarray(np.uint8(255 * (array - array.min()) / max(float(np.ptp(array)), 1e-12)))
         return value if value.mode == "RGB" else value.convert("RGB")

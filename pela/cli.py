@@ -475,16 +475,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Errors a user can act on (bad data, a wrong path, an invalid option): one line, no traceback (``--debug`` shows it).
+# Errors a user can act on (bad data, a wrong path, an invalid option): one line, no traceback (``--traceback``).
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``pela`` command. Returns 0 on success and 1 after printing ``pela <command>: error: <message>`` for an
-    error in :data:`USER_ERRORS` (with ``--debug`` anywhere on the command line it raises, with the traceback)."""
+    error in :data:`USER_ERRORS` (with ``--traceback`` anywhere on the command line it raises, with the traceback)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
-    argv = [arg for arg in argv if arg != "--debug"]
+    debug = "--traceback" in argv
+    argv = [arg for arg in argv if arg != "--traceback"]
     command = argv[0] if argv and not argv[0].startswith("-") else ""
     try:
         if argv[:1] == ["pretrain"]:  # argparse cannot hand flags (``--help``, ``--output_dir``) to a REMAINDER
@@ -501,7 +501,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         message = " ".join(str(error).split()) or type(error).__name__
         print(
-            f"{' '.join(filter(None, ('pela', command)))}: error: {message} (--debug shows the traceback)",
+            f"{' '.join(filter(None, ('pela', command)))}: error: {message} (--traceback shows where)",
             file=sys.stderr,
         )
         return 1

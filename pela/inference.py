@@ -43,6 +43,8 @@ def evaluate_checkpoint(
     replacing the checkpoint's ``motion_tokenizer/``). ``render`` > 0 also writes the first ``render`` rows of each
     split, generated next to true hands over the first frame, as ``render_dir/<split>_<index>.mp4``. Unusable test data
     raise, or within ``max_skip_fraction`` are skipped; ``data_skipped`` (rows skipped by reason) says how many."""
+    if render < 0:
+        raise ValueError(f"--render must be a number of rows >= 0, got {render}")
     model, processor, motion_tokenizer = load_pretraining_checkpoint(checkpoint, motion_tokenizer)
     kinematics = load_hand_kinematics(mano_dir)
     results = {}

@@ -32,7 +32,7 @@ from datasets_unihand_mix.tasks import stable_uniform
 from modeling_pela import MotionTokenizerModel, PELAConfig, PELAForPretraining, PELAProcessor
 from modeling_pela.configuration_pela import PRESETS, motion_vocabulary
 from modeling_pela.pipeline_pela import CUSTOM_PIPELINES, MOTION_TOKENIZER_SUBFOLDER, save_pipeline_code
-from trainers.checkpointing import last_complete_checkpoint, prepare_output_dir
+from trainers.checkpointing import check_output_dir, clear_output_dir, last_complete_checkpoint
 from trainers.collator import PELADataCollator
 from trainers.pela_trainer import PELATrainer
 
@@ -136,11 +136,13 @@ def is_labelled_row(row: Mapping[str, Any]) -> bool:
     return bool(row["has_motion_labels"]) and row["task_type"] != "video_only"
 
 
-def pretraining_stream(args: PretrainArguments, seed: int) -> Any:
-    """The streamed, wild-fraction-filtered (and cropped) ``train`` split ``pela pretrain`` reads."""
+def pretraining_stream(args: PretrainArguments, seed: int, rank: int = 0, world_size: int = 1) -> Any:
+    """The streamed, wild-fraction-filtered (and cropped) ``train`` split ``pela pretrain`` reads: this ``rank``'s
+    share (the same count and lab:wild mixture on every rank) of a run on ``world_size`` processes."""
+    distributed = {"rank": rank, "world_size": world_size} if world_size > 1 else {}
     rows = stream_unihand_mix(
         args.data, args.dataset_config, "train", shuffle_buffer_size=args.shuffle_buffer_size or None, seed=seed,
-        max_skip_fraction=args.max_skip_fraction,
+        max_skip_fraction=args.max_skip_fraction, **distributed,
     ).filter(wild_fraction_filter(args.wild_fraction))  # fmt: skip
     if args.max_train_chunks:
         rows = rows.map(lambda row: crop_row(row, args.max_train_chunks))
@@ -195,16 +197,18 @@ def pretrain(
     frame_encoder: str | None = None,
     vlm: str | None = None,
     dataset: str | None = None,
+    max_skip_fraction: float = 0.0,
 ) -> tuple[PELAForPretraining, list[dict[str, float]]]:
     """Train one variant on ``train_rows`` (a ``datasets.IterableDataset`` of UniHand-Mix rows); the result is saved
     to ``args.output_dir`` as a self-contained checkpoint (:func:`save_pretraining_checkpoint`). Resumes from the last
     complete checkpoint in ``args.output_dir`` when ``args.resume_from_checkpoint`` is ``"last"``; refuses an
-    ``output_dir`` that holds another run unless ``args.overwrite_output_dir`` (:func:`prepare_output_dir`)."""
-    prepare_output_dir(
-        args.output_dir,
-        resume=bool(args.resume_from_checkpoint),
-        overwrite=getattr(args, "overwrite_output_dir", False),
-    )
+    ``output_dir`` that holds another run unless ``args.overwrite_output_dir`` (:func:`check_output_dir`).
+    ``max_skip_fraction`` is the data-error budget of the evaluation rows (the training rows carry their own)."""
+    overwrite = getattr(args, "overwrite_output_dir", False)
+    if check_output_dir(args.output_dir, resume=bool(args.resume_from_checkpoint), overwrite=overwrite):
+        with args.main_process_first(desc="clearing the output_dir of the previous run"):
+            if args.should_save:
+                clear_output_dir(args.output_dir)
     torch.manual_seed(args.seed)
     model = build_model(variant, preset, motion_tokenizer.config, init_from, frame_encoder, vlm).train()
     collator = PELADataCollator(processor, motion_tokenizer, seed=args.seed, objective=model.config.objective)
@@ -215,7 +219,9 @@ def pretrain(
         if dataset is None:
             raise ValueError(f"eval_strategy={args.eval_strategy!r} needs the dataset folder to score (dataset=)")
         eval_rows = {
-            split: evaluation_rows(dataset, split, max_rows=getattr(args, "eval_max_rows", None))
+            split: evaluation_rows(
+                dataset, split, max_rows=getattr(args, "eval_max_rows", None), max_skip_fraction=max_skip_fraction
+            )
             for split in ("lab", "wild")
         }
     trainer = PELATrainer(
@@ -260,6 +266,10 @@ def looks_like_local_path(value: str) -> bool:
 def run_pretraining(args: PretrainArguments, training_args: TrainingArguments) -> PELAForPretraining:
     """``pela pretrain``: stream ``args.data``, build the processor, train, save a self-contained checkpoint."""
     check_pretrain_arguments(args)
+    check_output_dir(  # refused before anything is built
+        training_args.output_dir, resume=bool(training_args.resume_from_checkpoint),
+        overwrite=getattr(training_args, "overwrite_output_dir", False),
+    )  # fmt: skip
     motion_tokenizer = MotionTokenizerModel.from_pretrained(args.motion_tokenizer).eval()
     if args.processor:
         processor = PELAProcessor.from_pretrained(args.processor)
@@ -278,9 +288,11 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments) -
         )
     check_motion_vocabulary(f"processor {args.processor!r}", processor, motion_tokenizer.config)
     model, _ = pretrain(
-        args.variant, pretraining_stream(args, training_args.seed), processor, motion_tokenizer, training_args,
+        args.variant,
+        pretraining_stream(args, training_args.seed, training_args.process_index, training_args.world_size),
+        processor, motion_tokenizer, training_args,
         preset=args.model_preset, init_from=args.init_from, frame_encoder=args.frame_encoder, vlm=args.vlm,
-        dataset=args.data,
+        dataset=args.data, max_skip_fraction=args.max_skip_fraction,
     )  # fmt: skip
     return model
 
@@ -393,15 +405,17 @@ def pretraining_model_card(
 def load_pretraining_checkpoint(
     path: str | Path, motion_tokenizer: str | None = None
 ) -> tuple[PELAForPretraining, PELAProcessor, MotionTokenizerModel]:
-    """(model, processor, motion tokenizer) of a checkpoint written by :func:`save_pretraining_checkpoint`. Raises
-    ``FileNotFoundError`` naming the folder and what it lacks before anything is built."""
+    """(model, processor, motion tokenizer) of a checkpoint written by :func:`save_pretraining_checkpoint` (a local
+    folder, or a Hub id with ``motion_tokenizer`` given). Raises ``FileNotFoundError`` naming a local folder and what
+    it lacks before anything is built."""
+    local = Path(path).exists() or looks_like_local_path(str(path))
     path = Path(path)
-    if not path.is_dir():
+    if local and not path.is_dir():
         raise FileNotFoundError(
             f"{path} is not a folder: pass a `pela pretrain` output folder (or a checkpoint-N in it)"
         )
-    missing = [name for name in CHECKPOINT_FILES if not (path / name).is_file()]
-    if not any(path.glob("model*.safetensors")):
+    missing = [name for name in CHECKPOINT_FILES if not (path / name).is_file()] if local else []
+    if local and not any(path.glob("model*.safetensors")):
         missing.append("model.safetensors")
     if missing:
         raise FileNotFoundError(

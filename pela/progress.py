@@ -46,7 +46,8 @@ class Heartbeat:
 
     def __enter__(self) -> Heartbeat:
         self.stream = self.stream or sys.stdout
-        self.started = time.monotonic()
+        self._stop.clear()
+        self.started, self.seconds = time.monotonic(), None
         self._print(f"{self.label} ...")
         self._thread = threading.Thread(target=self._run, name=f"heartbeat: {self.label}", daemon=True)
         self._thread.start()

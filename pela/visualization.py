@@ -71,10 +71,11 @@ def hand_keypoints(mano: Mapping[str, Mapping[str, np.ndarray]], kinematics: Han
 
 
 def panel_dimensions(width: int, height: int, panel_size: int | None = None) -> tuple[int, int]:
-    """(width, height) of one panel for a ``width`` x ``height`` image: its longer side ``panel_size``, or
-    ``min(longer side, MAX_PANEL_SIZE)`` by default, rounded down to even numbers (H.264 needs them)."""
+    """(width, height) of one panel for a ``width`` x ``height`` image: its longer side ``panel_size``, or by default
+    the image's longer side clipped to [16, :data:`MAX_PANEL_SIZE`], rounded down to even numbers (H.264 needs
+    them)."""
     longest = max(width, height)
-    target = min(longest, MAX_PANEL_SIZE) if panel_size is None else panel_size
+    target = min(max(longest, 16), MAX_PANEL_SIZE) if panel_size is None else panel_size
     if target < 16:
         raise ValueError(f"panel_size must be at least 16 pixels, got {target}")
     scale = target / longest
@@ -259,10 +260,14 @@ def row_caption(row: Mapping[str, Any]) -> str:
     if row.get("has_motion_labels"):
         labels = "estimated labels" if row.get("labels_are_estimates") else "ground-truth labels"
     curation = f" | curation: {row['curation']}" if row.get("curation") else ""
+    confidences = ", ".join(
+        f"{name} confidence {row[key]:.2f}"
+        for name, key in (("pose", "pose_confidence"), ("detection", "detection_confidence"))
+        if row.get(key) is not None
+    )
     return (
         f"{row.get('id', '?')} | {row.get('subset', '?')}/{row.get('split', '?')} | {row.get('task_type', '?')} | "
-        f"{row.get('instruction', '')!r} | {labels}, pose confidence {row.get('pose_confidence', float('nan')):.2f}, "
-        f"detection confidence {row.get('detection_confidence', float('nan')):.2f}{curation}"
+        f"{row.get('instruction', '')!r} | {', '.join(filter(None, (labels, confidences)))}{curation}"
     )
 
 

@@ -160,7 +160,7 @@ def test_pretrain_eval_generate_from_the_command_line(workspace, tmp_path, capsy
     error = capsys.readouterr().err
     assert error.startswith("pela eval: error: ") and "--motion-tokenizer" in error and len(error.splitlines()) == 1
     with pytest.raises(FileNotFoundError, match="--motion-tokenizer"):
-        main([*argv, "--debug"])  # the traceback, on request
+        main([*argv, "--traceback"])  # the traceback, on request
     assert main([*argv, "--motion-tokenizer", str(workspace / "tokenizer")]) == 0
 
 
@@ -212,14 +212,22 @@ def test_an_output_dir_holding_another_run_is_refused_unless_asked(workspace, tm
     old = run / "checkpoint-99"  # what an earlier, longer run left behind
     old.mkdir(parents=True)
     (old / "trainer_state.json").write_text("{}")
+    (run / "eval_results.json").write_text("{}")
     config = _config(workspace, run, save_strategy="steps", save_steps=1, save_total_limit=1)
     assert main(["pretrain", str(config)]) == 1
     error = capsys.readouterr().err
     assert str(run) in error and "--resume_from_checkpoint last" in error and "--overwrite_output_dir" in error
     assert old.exists() and not (run / "model.safetensors").exists()
     assert main(["pretrain", str(config), "--overwrite_output_dir", "true"]) == 0
-    # the old run's checkpoint is gone, so rotation kept this run's and "last" resumes this run
+    # the old run is gone (so rotation kept this run's checkpoint and "last" resumes this run)
     assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-2"]
+    assert not (run / "eval_results.json").exists()
+    other = tmp_path / "notes"  # a folder that is not a run is never overwritten
+    other.mkdir()
+    (other / "todo.txt").write_text("keep me")
+    config = _config(workspace, other)
+    assert main(["pretrain", str(config), "--overwrite_output_dir", "true"]) == 1
+    assert "not a training run's folder" in capsys.readouterr().err and (other / "todo.txt").exists()
 
 
 def test_load_and_argument_errors_name_the_problem(workspace, tmp_path, capsys):

@@ -46,22 +46,42 @@ def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
     return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
 
 
-def prepare_output_dir(output_dir: str | os.PathLike, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to start a new run in a folder that holds another one (its checkpoints would be rotated in place of
-    the new run's, and ``resume_from_checkpoint="last"`` would resume the old run): a non-empty ``output_dir`` needs
-    ``resume`` (continue it) or ``overwrite`` (delete its ``checkpoint-*`` folders and start over). Raises
-    ``FileExistsError`` naming the folder and both options."""
+RUN_MARKERS = ("config.json", "trainer_state.json", "pela_card.json", STAGING_DIR)  # what says "a training run"
+
+
+def check_output_dir(output_dir: str | os.PathLike, *, resume: bool, overwrite: bool) -> bool:
+    """Whether a new run must first clear ``output_dir`` (:func:`clear_output_dir`). A folder that holds another
+    run is refused, since its checkpoints would be rotated in place of the new run's and
+    ``resume_from_checkpoint="last"`` would resume the old run: it needs ``resume`` (continue it) or ``overwrite``
+    (start over in it). Raises ``FileExistsError`` naming the folder and the options; ``overwrite`` of a non-empty
+    folder that is not a training run is refused too (nothing there is ours to delete). Reads only: call it on every
+    process."""
     path = Path(output_dir)
     if resume or not path.is_dir() or not any(path.iterdir()):
-        return
-    if not overwrite:
+        return False
+    names = sorted(p.name for p in path.iterdir())
+    is_run = any(name in RUN_MARKERS or name.startswith(f"{PREFIX_CHECKPOINT_DIR}-") for name in names)
+    if not overwrite or not is_run:
         raise FileExistsError(
-            f"output_dir {path} already holds a run ({', '.join(sorted(p.name for p in path.iterdir())[:4])}, ...); "
-            "pass --resume_from_checkpoint last to continue it, --overwrite_output_dir to start over in it, or "
-            "another --output_dir"
+            f"output_dir {path} is not empty ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''}); "
+            + (
+                "it holds a run: pass --resume_from_checkpoint last to continue it, --overwrite_output_dir to start "
+                "over in it (its contents are deleted), or another --output_dir"
+                if is_run
+                else "it is not a training run's folder, so it is never overwritten: choose another --output_dir"
+            )
         )
-    for checkpoint in path.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
-        shutil.rmtree(checkpoint)
+    return True
+
+
+def clear_output_dir(output_dir: str | os.PathLike) -> None:
+    """Delete everything in a run's ``output_dir`` (checkpoints, the final model, its card): call it on the main
+    process only, after :func:`check_output_dir` returned True on every process."""
+    for entry in Path(output_dir).iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 class AtomicCheckpointMixin:

@@ -3,9 +3,11 @@
 The loss itself is computed per sample by ``PELAForPretraining.forward``; the trainer adds
 
 * logging of ``mcp_loss``, ``align_loss``, ``text_loss``, the latent-action spread ``latent_action_std`` (a collapse
-  shows as a drop towards 0) and the MCP token accuracy on masked positions, averaged over each logging window;
-* streaming input: a ``datasets.IterableDataset`` is split across ranks with ``split_dataset_by_node`` (so every
-  rank reads only its share), without accelerate re-sharding it;
+  shows as a drop towards 0) and the MCP token accuracy on masked positions, averaged over each logging window and
+  over every process;
+* streaming input: a ``datasets.IterableDataset`` that is not split yet is split across ranks with
+  ``split_dataset_by_node`` (by whole shards when their number divides by the world size, else row by row), without
+  accelerate re-sharding it; one already split (``stream_unihand_mix(rank=, world_size=)``) is used as it is;
 * crash-safe checkpoints (:class:`~trainers.checkpointing.AtomicCheckpointMixin`) and the decoupled perceiver EMA
   (:class:`~trainers.callbacks.PerceiverEMACallback`, added automatically).
 
@@ -112,9 +114,7 @@ class _Window:
         values = [(self.sums.get(key, 0.0), self.counts.get(key, 0)) for key in LOGGED_LOSSES]
         flat = [float(v) for pair in values for v in pair] + [float(self.correct), float(self.total)]
         totals = reduce(torch.tensor(flat, dtype=torch.float64, device=device)).tolist()
-        logs = {
-            key: totals[2 * i] / totals[2 * i + 1] for i, key in enumerate(LOGGED_LOSSES) if totals[2 * i + 1] > 0
-        }
+        logs = {key: totals[2 * i] / totals[2 * i + 1] for i, key in enumerate(LOGGED_LOSSES) if totals[2 * i + 1] > 0}
         if totals[-1] > 0:
             logs["mcp_accuracy"] = totals[-2] / totals[-1]
         self.__init__()
@@ -241,7 +241,7 @@ class PELATrainer(AtomicCheckpointMixin, Trainer):
         dataset = self.train_dataset
         if not isinstance(dataset, datasets.IterableDataset):
             return super().get_train_dataloader()
-        if self.args.world_size > 1:
+        if self.args.world_size > 1 and getattr(dataset, "_distributed", None) is None:  # not split yet
             dataset = split_dataset_by_node(dataset, rank=self.args.process_index, world_size=self.args.world_size)
         return _EpochDataLoader(
             dataset,
