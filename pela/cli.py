@@ -93,12 +93,16 @@ def _cmd_data_view(args: argparse.Namespace) -> int:
     from .visualization import render_row
 
     if args.index < 0:
-        raise SystemExit(f"pela data view: --index must be >= 0, got {args.index}")
-    rows = stream_unihand_mix(args.source, args.config, args.split)
-    row = next(iter(rows.skip(args.index)), None)
+        raise ValueError(f"--index must be >= 0, got {args.index}")
+    row, count = None, 0
+    for count, candidate in enumerate(stream_unihand_mix(args.source, args.config, args.split), start=1):
+        if count == args.index + 1:
+            row = candidate
+            break
     if row is None:
-        raise SystemExit(
-            f"pela data view: {args.source} has fewer than {args.index + 1} {args.config}/{args.split} rows"
+        raise ValueError(
+            f"{args.source} has {count} {args.config}/{args.split} rows, so --index must be below {count} "
+            "(--config and --split choose the rows)"
         )
     path = render_row(
         row, args.output or f"outputs/view_{args.config}_{args.split}_{args.index}.mp4",
@@ -233,7 +237,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         num_ensembles=args.num_ensembles, seed=args.seed, motion_tokenizer=args.motion_tokenizer,
     )  # fmt: skip
     keypoints = hand_keypoints(mano, load_hand_kinematics(args.mano_dir))
-    for output in filter(None, (args.output, args.video)):
+    outputs = [args.output, args.video] if args.output or args.video else [GENERATED_PICTURE]
+    for output in filter(None, outputs):
         path = render_motion(image, keypoints, output, focal_factor=args.focal_factor, panel_size=args.panel_size)
         print(f"wrote {path}")
     if args.save_mano:
@@ -431,10 +436,11 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--focal-factor", type=float, default=0.9, help="focal length / image width")
     generate.add_argument(
-        "--output", default="outputs/generated.png",
-        help="picture of the motion: .png (first, middle, last frame), .mp4 or .gif (every frame)",
+        "--output", default=None,
+        help="picture of the motion: .png (first, middle, last frame), .mp4 or .gif (every frame); default "
+        "outputs/generated.png unless --video is given",
     )  # fmt: skip
-    generate.add_argument("--video", default=None, help="also write the animated motion to this .mp4 or .gif")
+    generate.add_argument("--video", default=None, help="write the animated motion to this .mp4 or .gif")
     generate.add_argument(
         "--panel-size", type=int, default=None,
         help="longer side of the picture in pixels (default: the image's, at most 720)",
@@ -475,6 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+GENERATED_PICTURE = "outputs/generated.png"  # `pela generate` without --output or --video
 # Errors a user can act on (bad data, a wrong path, an invalid option): one line, no traceback (``--traceback``).
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
 

@@ -36,6 +36,7 @@ from modeling_pela.mano import KEYPOINT_PARENTS, HandKinematics
 HAND_COLOURS = {"left": (40, 120, 255), "right": (255, 60, 40)}
 DEFAULT_FOCAL_FACTOR = 0.9  # datasets_unihand_mix.procedural's camera
 MAX_PANEL_SIZE = 720
+ROW_PANEL_SIZE = 256  # render_row's smallest default panel: a dataset's small frames are enlarged to read the caption
 INSET_BACKGROUND = (235, 235, 235)
 ANIMATION_SUFFIXES = (".mp4", ".gif")
 # The inset's viewpoint: turned 50 degrees about the camera's vertical axis, then tilted 35 degrees down.
@@ -303,8 +304,11 @@ def render_row(
     Without ``generated``: the row's frames (the first frame and each chunk-boundary frame, each shown for its chunk)
     with the true hands drawn over them when the row is labelled, at the row's fps. With ``generated`` (``{hand: (T,
     21, 3)}``, T frames from the first): generated next to true hands over the first frame, the generation condition.
-    ``caption`` defaults to :func:`row_caption`."""
+    ``caption`` defaults to :func:`row_caption`; ``panel_size`` to the frame's longer side, at least
+    :data:`ROW_PANEL_SIZE` (small dataset frames are enlarged so that the caption stays readable)."""
     caption = row_caption(row) if caption is None else caption
+    if panel_size is None:
+        panel_size = min(max(*row["first_frame"].size, ROW_PANEL_SIZE), MAX_PANEL_SIZE)
     fps = float(row.get("fps") or 15.0) if fps is None else fps
     boundary = list(row.get("boundary_frames") or [row["first_frame"]])
     chunk_length = int(row.get("chunk_length") or 15)

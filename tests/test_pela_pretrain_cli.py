@@ -98,7 +98,7 @@ def test_pretrain_help_lists_both_argument_groups(capsys):
     assert "--motion_tokenizer" in printed and "--wild_fraction" in printed and "--learning_rate" in printed
 
 
-def test_pretrain_eval_generate_from_the_command_line(workspace, tmp_path, capsys):
+def test_pretrain_eval_generate_from_the_command_line(workspace, tmp_path, capsys, monkeypatch):
     run = tmp_path / "pela"
     flags = [f"--{key}={value}" for key, value in yaml.safe_load(_config(workspace, run).read_text()).items()]
     assert main(["pretrain", *flags, "--hub_model_id=me/pela-tiny"]) == 0  # flags only, no YAML file
@@ -136,9 +136,10 @@ def test_pretrain_eval_generate_from_the_command_line(workspace, tmp_path, capsy
     assert json.loads((tmp_path / "again.json").read_text()) == mano
     # a real photograph (640x427): a playable MP4 of every generated frame, no larger than the photograph
     video = tmp_path / "generated.mp4"
-    argv = ["generate", str(run), "--image", str(REAL_IMAGE), "--instruction", "pick up the cup", "--video", str(video),
-            "--output", str(tmp_path / "real.png")]  # fmt: skip
+    argv = ["generate", str(run), "--image", str(REAL_IMAGE), "--instruction", "pick up the cup", "--video", str(video)]
+    monkeypatch.chdir(tmp_path)
     assert main(argv) == 0
+    assert not (tmp_path / "outputs").exists()  # --video alone writes only the video
     with av.open(str(video)) as container:
         frames = [frame.to_image() for frame in container.decode(video=0)]
     assert len(frames) == 15 and frames[0].size[0] <= 640 and frames[0].size[1] <= 427

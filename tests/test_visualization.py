@@ -95,10 +95,10 @@ def test_render_row_shows_labelled_and_video_only_rows(tmp_path):
         "mano_right": _still_right_hand(frames=chunks * FRAMES)["right"], "pose_confidence": 1.0,
         "detection_confidence": 1.0, "curation": '{"labels": "procedural ground truth"}',
     }  # fmt: skip
-    whole = _decoded(render_row(labelled, tmp_path / "row.mp4", kinematics))
-    assert len(whole) == chunks * FRAMES and whole[0].size[0] == 48 and whole[0].size[1] > 48  # + caption bar
+    whole = _decoded(render_row(labelled, tmp_path / "row.mp4", kinematics))  # 48 px frames enlarged to 256
+    assert len(whole) == chunks * FRAMES and whole[0].size[0] == 256 and 256 < whole[0].size[1] < 400  # + caption
     generated = hand_keypoints(_still_right_hand(), kinematics)
-    compared = _decoded(render_row(labelled, tmp_path / "compared.mp4", kinematics, generated=generated))
+    compared = _decoded(render_row(labelled, tmp_path / "compared.mp4", kinematics, generated=generated, panel_size=48))
     assert len(compared) == FRAMES and compared[0].size[0] == 2 * 48
     video_only = {**labelled, "has_motion_labels": False, "hands": [], "mano_right": None}
     assert len(_decoded(render_row(video_only, tmp_path / "video_only.mp4", kinematics))) == (chunks + 1) * FRAMES
@@ -118,6 +118,8 @@ def test_pela_data_view_renders_a_row_of_an_export(tmp_path, capsys):
     assert main(["data", "view", str(tmp_path / "data"), "--config", "lab", "--index", "1", "--output", str(out)]) == 0
     assert row["id"] in capsys.readouterr().out
     frames = _decoded(out)
-    assert len(frames) == int(row["num_frames"]) and frames[0].size[0] == 48
-    with pytest.raises(SystemExit, match="fewer than 1001"):
-        main(["data", "view", str(tmp_path / "data"), "--config", "lab", "--index", "1000"])
+    assert len(frames) == int(row["num_frames"]) and frames[0].size[0] == 256
+    count = len(list(stream_unihand_mix(str(tmp_path / "data"), "lab", "train")))
+    assert main(["data", "view", str(tmp_path / "data"), "--config", "lab", "--index", "1000"]) == 1
+    error = capsys.readouterr().err
+    assert f"has {count} lab/train rows, so --index must be below {count}" in error
