@@ -172,6 +172,7 @@ def parse_pretrain_args(argv: Sequence[str]) -> tuple[Any, Any]:
 
     parser = HfArgumentParser((PretrainArguments, PELATrainingArguments), prog="pela pretrain")
     parser.error = lambda message: _short_error(parser, message)  # type: ignore[method-assign]
+    parser.allow_abbrev = False  # `--max_step 5` is a typo, not --max_steps
     argv = list(argv)
     if argv and argv[0].endswith((".yaml", ".yml")):
         with open(argv.pop(0)) as handle:
@@ -254,6 +255,9 @@ def _short_error(parser: argparse.ArgumentParser, message: str) -> None:
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})  # a misspelt flag is an error, not a prefix
+
     def error(self, message: str) -> None:  # type: ignore[override]
         _short_error(self, message)
 

@@ -31,6 +31,12 @@ def test_usage_errors_are_one_line_naming_the_flags(capsys):
     with pytest.raises(SystemExit):
         main(["pretrain", "--output_dir", "x"])
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    # a prefix of a flag is a typo, not that flag
+    assert main(["pretrain", "--data", "d", "--motion_tokenizer", "t", "--output_dir", "x", "--max_step", "5"]) == 1
+    assert "not used by the HfArgumentParser: ['--max_step', '5']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["generate", "checkpoint", "--image", "x.png", "--instr", "pick up the cup"])
+    assert "--instr" in capsys.readouterr().err
 
 
 def test_small_demo_writes_results(tmp_path, capsys):
