@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
 
 from modeling_pela.mano import KEYPOINT_PARENTS, HandKinematics
+from trainers.generation_eval import mano_keypoints
 
 HAND_COLOURS = {"left": (40, 120, 255), "right": (255, 60, 40)}
 DEFAULT_FOCAL_FACTOR = 0.9  # datasets_unihand_mix.procedural's camera
@@ -57,18 +57,8 @@ def project(points: np.ndarray, width: int, height: int, focal_factor: float = D
 
 def hand_keypoints(mano: Mapping[str, Mapping[str, np.ndarray]], kinematics: HandKinematics) -> dict[str, np.ndarray]:
     """``{hand: {"hand_pose" (T, 45) or (T, 15, 3), "global_orient" (T, 3), "transl" (T, 3)}}`` -> ``{hand: (T, 21,
-    3)}`` keypoints (metres, same frame as ``transl``)."""
-
-    def field(values: np.ndarray, width: int) -> torch.Tensor:
-        array = np.asarray(values, dtype=np.float32)
-        return torch.as_tensor(array).reshape(array.shape[0], -1, width)
-
-    return {
-        hand: kinematics.joints(
-            field(m["hand_pose"], 3), field(m["global_orient"], 3)[:, 0], field(m["transl"], 3)[:, 0], hand
-        ).numpy()
-        for hand, m in mano.items()
-    }
+    3)}`` keypoints (metres, same frame as ``transl``; :func:`trainers.generation_eval.mano_keypoints`)."""
+    return {hand: mano_keypoints(m, hand, len(m["transl"]), kinematics).numpy() for hand, m in mano.items()}
 
 
 def panel_dimensions(width: int, height: int, panel_size: int | None = None) -> tuple[int, int]:
