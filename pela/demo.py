@@ -42,7 +42,6 @@ from .progress import Heartbeat
 MODELS = ("pela", "pela_wo_align", "next_token")
 METRICS = ("mpjpe", "pa_mpjpe", "mwte", "mde")
 SPLITS = ("lab", "wild")
-RENDER_PANEL_SIZE = 256  # the demo's frames are 64 pixels: enlarge them in the videos
 
 
 @dataclass
@@ -273,7 +272,7 @@ def train_and_score(job: dict[str, Any]) -> dict[str, Any]:
     if job.get("render"):
         path = render_row(
             tests["lab"][0], out / f"generated_{job['variant']}.mp4", kinematics,
-            generated=generated_by_row(tests["lab"], pairs)[0], panel_size=RENDER_PANEL_SIZE,
+            generated=generated_by_row(tests["lab"], pairs)[0],
         )  # fmt: skip
         print(f"[demo] wrote {path}")
     print(f"[demo] {job['name']}: Lab MPJPE {scores['lab']['mpjpe']:.2f}, Wild {scores['wild']['mpjpe']:.2f} cm")
