@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from modeling_pela.hand_motion import HAND_SIDES, HandMotion
+from modeling_pela.hand_motion import DEFAULT_SHAPE_CONVENTION, HAND_SIDES, HandMotion
 
 from .curation import CurationItem, Detection, PoseEstimate, Verdict, WildCandidate
 from .procedural import ProceduralClip, smooth_noise
@@ -184,10 +184,13 @@ class PrecomputedPoseEstimator:
     """Reads ``<clip dir>/hands.npz`` written by a pose-estimator run (e.g. HaWoR), per side ``<side>_hand_pose``
     (T, 45), ``<side>_global_orient`` (T, 3), ``<side>_transl`` (T, 3) in PELA's MANO convention
     (:mod:`modeling_pela.hand_motion`), ``<side>_confidence`` (T,) and optionally ``<side>_betas`` (10,), T = the
-    clip's raw frames. Without the file the clip has no estimates."""
+    clip's raw frames. Without the file the clip has no estimates. ``shape_convention``: the left-hand MANO shape
+    space the estimator fits betas in (:data:`modeling_pela.hand_motion.SHAPE_CONVENTIONS`; ``"released"`` for plain
+    ``smplx.MANO`` / manopth); it is stored with every estimated hand."""
 
     filename: str = "hands.npz"
     name: str = "precomputed-poses"
+    shape_convention: str = DEFAULT_SHAPE_CONVENTION
 
     def __call__(self, candidate: WildCandidate, detection: Detection) -> PoseEstimate:
         path = _clip_dir(candidate, self.name) / self.filename
@@ -212,6 +215,7 @@ class PrecomputedPoseEstimator:
                 fps=candidate.fps,
                 betas=None if betas is None else read_array(data, f"{side}_betas", (10,), where, per_frame=False),
                 sample_id=f"{candidate.source}/{candidate.clip_id}",
+                shape_convention=self.shape_convention,
             )
             per_hand[side] = float(read_array(data, f"{side}_confidence", (None,), where, n).mean())
         return PoseEstimate(hands, per_hand, self.name)

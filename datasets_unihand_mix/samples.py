@@ -164,13 +164,15 @@ def encode_image(image: Image.Image, image_format: str) -> dict[str, Any]:
 
 
 def mano_value(motion: HandMotion) -> dict[str, Any]:
-    """A ``mano_left``/``mano_right`` value: (T, 45), (T, 3), (T, 3) lists and (10,) betas or None."""
+    """A ``mano_left``/``mano_right`` value: (T, 45), (T, 3), (T, 3) lists, (10,) betas or None and the shape
+    convention of the betas."""
     data = motion.to_dict()
     return {
         "hand_pose": data["hand_pose"].tolist(),
         "global_orient": data["global_orient"].tolist(),
         "transl": data["transl"].tolist(),
         "betas": None if data["betas"] is None else data["betas"].tolist(),
+        "shape_convention": data["shape_convention"],
     }
 
 

@@ -18,7 +18,7 @@ One row is one instruction-tuning sample built from one clip (1-10 s, a whole nu
 | ``fps`` / ``num_frames`` / ``chunk_length`` / ``num_chunks`` | | ``num_frames == chunk_length * num_chunks`` |
 | ``first_frame`` | Image | frame 0 |
 | ``boundary_frames`` | list[Image] | frames 0, 15, 30, ..., ``num_frames - 1``: each chunk's start and end (``num_chunks + 1``) |
-| ``mano_left`` / ``mano_right`` | struct or null | ``hand_pose`` (T, 45), ``global_orient`` (T, 3), ``transl`` (T, 3) in :mod:`modeling_pela.hand_motion` conventions, ``betas`` (10,) or null; null when the hand is absent, and for ``video_only`` training samples |
+| ``mano_left`` / ``mano_right`` | struct or null | ``hand_pose`` (T, 45), ``global_orient`` (T, 3), ``transl`` (T, 3) in :mod:`modeling_pela.hand_motion` conventions, ``betas`` (10,) or null, ``shape_convention`` (``left_fixed`` / ``released``: the left-hand MANO shape space of the betas, from the source's tool chain; null in rows written before it existed, allowed only without betas); null when the hand is absent, and for ``video_only`` training samples |
 | ``motion_tokens_left`` / ``motion_tokens_right`` | list[list[int32]] or null | optional precomputed GRQ-VAE ids, (num_chunks, tokens per chunk: 128 with the paper's tokenizer) (``pela data tokenize``) |
 | ``motion_tokens_model`` | string | fingerprint of the motion tokenizer that produced ``motion_tokens_*`` (``MotionTokenizerModel.fingerprint()``; empty if none) |
 | ``frame_features`` | list[list[float32]] or null | optional precomputed frame-encoder features of the boundary frames |
@@ -48,6 +48,7 @@ def mano_features() -> dict:
         "global_orient": datasets.Sequence(datasets.Sequence(datasets.Value("float32"), length=3)),
         "transl": datasets.Sequence(datasets.Sequence(datasets.Value("float32"), length=3)),
         "betas": datasets.Sequence(datasets.Value("float32")),
+        "shape_convention": datasets.Value("string"),
     }
 
 

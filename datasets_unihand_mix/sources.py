@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from modeling_pela.hand_motion import HAND_SIDES, HandMotion, HandMotionError
+from modeling_pela.hand_motion import HAND_SIDES, HandMotion, HandMotionError, check_shape_convention
 from modeling_pela.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
 from .schema import CHUNK_LENGTH, SUBSETS
@@ -368,15 +368,16 @@ class ManoModel:
         return np.asarray(transl, dtype=np.float64) + self.rest_wrist(betas)
 
 
-def load_mano_models(
-    mano_dir: str | os.PathLike, *, fix_left_shapedirs: bool, ext: str = "pkl"
-) -> dict[str, ManoModel]:
+def load_mano_models(mano_dir: str | os.PathLike, *, shape_convention: str, ext: str = "pkl") -> dict[str, ManoModel]:
     """``{"left": ManoModel, "right": ManoModel}`` from ``MANO_LEFT/RIGHT.<ext>`` in ``mano_dir``.
 
-    ``fix_left_shapedirs`` reproduces the fix some tool chains apply to the public left-hand file (the x components of
-    its shape directions have the wrong sign; detected, as smplx users do, by their near-equality with the right
-    hand's). Pass what the SOURCE's own tool chain did, so that J_0(betas), and hence the wrist, matches the source.
+    ``shape_convention`` is the SOURCE's tool chain's (:data:`modeling_pela.hand_motion.SHAPE_CONVENTIONS`):
+    ``"left_fixed"`` reproduces the fix some tool chains apply to the public left-hand file (the x components of its
+    shape directions have the wrong sign; detected, as smplx users do, by their near-equality with the right hand's),
+    ``"released"`` keeps the file as it is, so that J_0(betas), and hence the wrist, matches the source. The converter
+    stores the same convention with every hand (:func:`hand_motion`), for forward kinematics downstream.
     """
+    check_shape_convention(shape_convention, f"MANO models in {os.fspath(mano_dir)!r}")
     models = {}
     for side in HAND_SIDES:
         path = Path(mano_dir) / f"MANO_{side.upper()}.{ext}"
@@ -387,7 +388,7 @@ def load_mano_models(
             )
         models[side] = ManoModel.load(path, side)
     left, right = models["left"], models["right"]
-    if fix_left_shapedirs and np.abs(left.shapedirs[:, 0, :] - right.shapedirs[:, 0, :]).sum() < 1:
+    if shape_convention == "left_fixed" and np.abs(left.shapedirs[:, 0, :] - right.shapedirs[:, 0, :]).sum() < 1:
         shapedirs = left.shapedirs.copy()
         shapedirs[:, 0, :] *= -1
         models["left"] = replace(left, shapedirs=shapedirs)
@@ -498,8 +499,10 @@ def hand_motion(
     fps: float,
     betas: np.ndarray,
     where: str,
+    shape_convention: str,
 ) -> HandMotion:
-    """A :class:`HandMotion` from (T, 45) flat pose, (T, 3) orientation, (T, 3) wrist (any frame) and (B,) betas."""
+    """A :class:`HandMotion` from (T, 45) flat pose, (T, 3) orientation, (T, 3) wrist (any frame) and (B,) betas
+    fitted in ``shape_convention`` (the one passed to :func:`load_mano_models`)."""
     return HandMotion(
         side=side,
         hand_pose=torch.from_numpy(flat_pose.reshape(-1, 15, 3)).float(),
@@ -508,4 +511,5 @@ def hand_motion(
         fps=fps,
         betas=torch.from_numpy(np.asarray(betas, dtype=np.float64)).float(),
         sample_id=where,
+        shape_convention=shape_convention,
     )

@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 from datasets.distributed import split_dataset_by_node
 from PIL import Image
 
-from modeling_pela.hand_motion import HAND_SIDES
+from modeling_pela.hand_motion import HAND_SIDES, SHAPE_CONVENTIONS
 
 from .schema import CHUNK_LENGTH, SPLITS, TASK_TYPES, unihand_features
 
@@ -116,8 +116,8 @@ def _sample_error(reason: str, sample_id: str, name: str, detail: str) -> UniHan
     return UniHandMixDataError(reason, f"sample '{sample_id}' field '{name}'", detail)
 
 
-def _check_array(value: Any, shape: tuple[int, ...], sample_id: str, name: str) -> None:
-    """``value`` must be a finite float array of ``shape``."""
+def _check_array(value: Any, shape: tuple[int, ...], sample_id: str, name: str, nan_reason: str = "nan_pose") -> None:
+    """``value`` must be a finite float array of ``shape`` (a non-finite value is a ``nan_reason`` error)."""
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
@@ -128,7 +128,7 @@ def _check_array(value: Any, shape: tuple[int, ...], sample_id: str, name: str) 
     if bad.any():
         frame = int(np.argwhere(bad)[0][0])
         kind = "NaN" if np.isnan(array).any() else "inf"
-        raise _sample_error("nan_pose", sample_id, name, f"contains {kind} (first at frame {frame})")
+        raise _sample_error(nan_reason, sample_id, name, f"contains {kind} (first at frame {frame})")
 
 
 def validate_sample(row: Mapping[str, Any]) -> None:
@@ -136,8 +136,9 @@ def validate_sample(row: Mapping[str, Any]) -> None:
 
     Checks: the id, split and task type; ``num_frames == chunk_length * num_chunks`` with 15-frame chunks;
     ``num_chunks + 1`` boundary frames and a first frame with readable image headers; a positive finite fps; for each hand in ``hands``
-    with MANO: (T, 45) / (T, 3) / (T, 3) finite arrays (and 10 finite betas when present); motion-labelled samples have
-    MANO for every listed hand; precomputed motion tokens, if any, are (num_chunks, an even tokens-per-chunk).
+    with MANO: (T, 45) / (T, 3) / (T, 3) finite arrays (and 10 finite betas with their shape convention when present); motion-labelled samples have
+    MANO for every listed hand; precomputed motion tokens, if any, are (num_chunks, an even tokens-per-chunk), and
+    precomputed frame features (num_chunks + 1, D) finite floats.
     """
     sample_id = str(row.get("id") or "<no id>")
     if not row.get("id"):
@@ -170,6 +171,18 @@ def validate_sample(row: Mapping[str, Any]) -> None:
                 header.size  # noqa: B018
         except (OSError, ValueError) as err:
             raise _sample_error("bad_frame", sample_id, name, f"not a readable image ({err})") from None
+    features = row.get("frame_features")
+    if features is not None:
+        try:
+            shape = np.asarray(features, dtype=np.float64).shape
+        except (TypeError, ValueError):
+            shape = "ragged or non-numeric"
+        if not isinstance(shape, tuple) or len(shape) != 2 or shape[0] != num_chunks + 1 or not shape[1]:
+            raise _sample_error(
+                "wrong_length", sample_id, "frame_features",
+                f"{shape}, expected ({num_chunks + 1}, feature width): one row per boundary frame",
+            )  # fmt: skip
+        _check_array(features, shape, sample_id, "frame_features", nan_reason="bad_value")
     hands = row.get("hands") or []
     if not hands or not set(hands) <= set(HAND_SIDES):
         raise _sample_error("bad_value", sample_id, "hands", f"{hands!r} must be a non-empty subset of {HAND_SIDES}")
@@ -183,6 +196,13 @@ def validate_sample(row: Mapping[str, Any]) -> None:
             _check_array(mano.get(key), (num_frames, dims), sample_id, f"mano_{side}.{key}")
         if mano.get("betas") is not None:
             _check_array(mano["betas"], (10,), sample_id, f"mano_{side}.betas")
+        convention = mano.get("shape_convention")
+        if convention not in SHAPE_CONVENTIONS and (convention is not None or mano.get("betas") is not None):
+            raise _sample_error(
+                "bad_value", sample_id, f"mano_{side}.shape_convention",
+                f"{convention!r} is not one of {SHAPE_CONVENTIONS} (required with betas: the left-hand MANO shape "
+                "space they were fitted in; re-convert the source)",
+            )  # fmt: skip
         tokens = row.get(f"motion_tokens_{side}")
         shape = np.shape(tokens) if tokens is not None else None
         if shape is not None and (len(shape) != 2 or shape[0] != num_chunks or shape[1] < 2 or shape[1] % 2):

@@ -9,6 +9,12 @@ Convention (used everywhere in PELA, and what the dataset converters produce):
     ``transl`` argument (a mesh offset): wrist = J_0(betas) + transl_smplx. Storing the joint position keeps the
     motion independent of the hand model and of the shape.
   * ``betas``: optional (10,) MANO shape. It is static over a clip and excluded from the motion features.
+  * ``shape_convention``: the left-hand shape space ``betas`` were fitted in. The released ``MANO_LEFT.pkl`` has the
+    x components of its shape directions equal to the right hand's (a sign error); ``"left_fixed"`` (the default):
+    the fit used them sign-corrected, as smplx pipelines that patch the file do (HOT3D's hand_tracking_toolkit);
+    ``"released"``: the fit used the file as released (plain ``smplx.MANO``, manopth; DexYCB, ARCTIC). The same
+    betas give finger joints up to ~2 cm apart under the two, so the convention travels with the data and every
+    MANO forward-kinematics path honours it. It does not matter for right hands or without betas.
   * ``fps``: frames per second (UniHand-Mix chunks are 15 frames = 1 s at 15 fps).
 """
 
@@ -24,6 +30,8 @@ import torch
 from .rotations import axis_angle_to_quaternion, quaternion_slerp, quaternion_to_axis_angle
 
 HAND_SIDES = ("left", "right")
+SHAPE_CONVENTIONS = ("left_fixed", "released")
+DEFAULT_SHAPE_CONVENTION = "left_fixed"
 NUM_FINGER_JOINTS = 15
 
 
@@ -54,6 +62,15 @@ def check_finite(tensor: torch.Tensor, field: str, where: str) -> None:
         raise HandMotionError(f"{where}: field '{field}' contains {kind} (first at frame {frame})")
 
 
+def check_shape_convention(convention: Any, where: str) -> None:
+    """Raise a :class:`HandMotionError` unless ``convention`` is one of :data:`SHAPE_CONVENTIONS`."""
+    if convention not in SHAPE_CONVENTIONS:
+        raise HandMotionError(
+            f"{where}: field 'shape_convention' is {convention!r}; expected one of {SHAPE_CONVENTIONS} (the left-hand "
+            "MANO shape space of the betas: 'released' for DexYCB/ARCTIC fits, 'left_fixed' for HOT3D)"
+        )
+
+
 @dataclass
 class HandMotion:
     """MANO motion of one hand over T frames (see the module docstring for conventions).
@@ -69,6 +86,7 @@ class HandMotion:
     fps: float = 15.0
     betas: torch.Tensor | None = None
     sample_id: str | None = None
+    shape_convention: str = DEFAULT_SHAPE_CONVENTION
 
     def __post_init__(self) -> None:
         where = f"sample '{self.sample_id}'" if self.sample_id is not None else "hand motion"
@@ -100,6 +118,7 @@ class HandMotion:
         if self.betas is not None:
             self.betas = _as_tensor(self.betas, "betas", where).reshape(-1)
             check_finite(self.betas[None], "betas", where)
+        check_shape_convention(self.shape_convention, where)
         if not (isinstance(self.fps, (int, float)) and math.isfinite(self.fps) and self.fps > 0):
             raise HandMotionError(f"{where}: field 'fps' must be a positive number, got {self.fps!r}")
         self.fps = float(self.fps)
@@ -188,6 +207,7 @@ class HandMotion:
             "transl": self.transl.cpu().numpy(),
             "fps": self.fps,
             "betas": None if self.betas is None else self.betas.cpu().numpy(),
+            "shape_convention": self.shape_convention,
         }
 
     @classmethod
@@ -205,4 +225,5 @@ class HandMotion:
             fps=data.get("fps") or 15.0,
             betas=data.get("betas"),
             sample_id=sample_id,
+            shape_convention=data.get("shape_convention") or DEFAULT_SHAPE_CONVENTION,
         )

@@ -10,7 +10,9 @@ Two interchangeable back ends (same call signature, same 21-keypoint output, met
   mirror image, x -> -x). Metrics computed with it are comparable with each other, not with numbers computed on the
   real MANO mesh; every metric PELA writes records which back end produced it (``HandKinematics.source``).
 
-Both place the wrist joint at ``transl`` (see :mod:`hand_motion` for the convention) and use flat hand poses.
+Both place the wrist joint at ``transl`` (see :mod:`hand_motion` for the convention) and use flat hand poses. Both take
+optional ``betas`` and a ``shape_convention`` (the left-hand shape space of the betas, see :mod:`hand_motion`); the
+smplx back end honours them, the built-in skeleton has one generic shape and ignores them.
 
 21-keypoint order (the common OpenPose/FreiHAND order): 0 wrist, 1-4 thumb (CMC, MCP, IP, tip), 5-8 index
 (MCP, PIP, DIP, tip), 9-12 middle, 13-16 ring, 17-20 pinky.
@@ -23,7 +25,14 @@ from typing import Protocol
 
 import torch
 
-from .hand_motion import HAND_SIDES, HandMotion, HandMotionError, check_finite
+from .hand_motion import (
+    DEFAULT_SHAPE_CONVENTION,
+    HAND_SIDES,
+    HandMotion,
+    HandMotionError,
+    check_finite,
+    check_shape_convention,
+)
 from .rotations import axis_angle_to_matrix
 
 # MANO's 16 joints and their parents (kinematic tree).
@@ -139,7 +148,13 @@ class HandKinematics(Protocol):
     source: str
 
     def joints(
-        self, hand_pose: torch.Tensor, global_orient: torch.Tensor, transl: torch.Tensor, side: str
+        self,
+        hand_pose: torch.Tensor,
+        global_orient: torch.Tensor,
+        transl: torch.Tensor,
+        side: str,
+        betas: torch.Tensor | None = None,
+        shape_convention: str = DEFAULT_SHAPE_CONVENTION,
     ) -> torch.Tensor: ...
 
     def __call__(self, motion: HandMotion) -> torch.Tensor: ...
@@ -149,17 +164,28 @@ class _KinematicsBase:
     source = ""
 
     def joints(
-        self, hand_pose: torch.Tensor, global_orient: torch.Tensor, transl: torch.Tensor, side: str
+        self,
+        hand_pose: torch.Tensor,
+        global_orient: torch.Tensor,
+        transl: torch.Tensor,
+        side: str,
+        betas: torch.Tensor | None = None,
+        shape_convention: str = DEFAULT_SHAPE_CONVENTION,
     ) -> torch.Tensor:
-        """(..., 15, 3), (..., 3), (..., 3) -> (..., 21, 3) keypoints in metres."""
+        """(..., 15, 3), (..., 3), (..., 3) -> (..., 21, 3) keypoints in metres; optional (10,) ``betas`` in the
+        left-hand shape space ``shape_convention``. Raises :class:`HandMotionError` for a wrong shape, a non-finite
+        value, an unknown side or convention."""
         _check_inputs(hand_pose, global_orient, transl, side)
-        return self._joints(hand_pose, global_orient, transl, side)
+        check_shape_convention(shape_convention, f"forward kinematics ({side} hand)")
+        return self._joints(hand_pose, global_orient, transl, side, betas, shape_convention)
 
     def __call__(self, motion: HandMotion) -> torch.Tensor:
-        """(T, 21, 3) keypoints of a :class:`HandMotion`."""
-        return self.joints(motion.hand_pose, motion.global_orient, motion.transl, motion.side)
+        """(T, 21, 3) keypoints of a :class:`HandMotion` (with its ``betas`` and ``shape_convention``)."""
+        return self.joints(
+            motion.hand_pose, motion.global_orient, motion.transl, motion.side, motion.betas, motion.shape_convention
+        )
 
-    def _joints(self, hand_pose, global_orient, transl, side):  # pragma: no cover - abstract
+    def _joints(self, hand_pose, global_orient, transl, side, betas, shape_convention):  # pragma: no cover
         raise NotImplementedError
 
 
@@ -172,8 +198,8 @@ class BuiltinHandKinematics(_KinematicsBase):
         joints, tips = _builtin_right_hand_rest()
         self.rest = {"right": (joints, tips), "left": (mirror_points(joints), mirror_points(tips))}
 
-    def _joints(self, hand_pose, global_orient, transl, side):
-        rest_joints, rest_tips = self.rest[side]
+    def _joints(self, hand_pose, global_orient, transl, side, betas, shape_convention):
+        rest_joints, rest_tips = self.rest[side]  # one generic shape: betas and their convention do not apply
         return chain_forward_kinematics(rest_joints, rest_tips, hand_pose, global_orient, transl)
 
 
@@ -182,7 +208,10 @@ class SmplxHandKinematics(_KinematicsBase):
 
     Args:
         mano_dir: folder holding ``MANO_RIGHT.pkl`` and/or ``MANO_LEFT.pkl`` (or ``.npz`` with ``ext="npz"``).
-        betas: optional (10,) shape used for every call (the motion's own ``betas`` win in ``__call__``).
+
+    Left hands are computed in the shape space their ``shape_convention`` names: ``"released"`` uses
+    ``MANO_LEFT`` as stored, ``"left_fixed"`` with the sign of its x shape directions corrected when they equal the
+    right hand's (the released file's error; deciding it needs ``MANO_RIGHT`` too, for left hands with betas).
     """
 
     source = "mano"
@@ -191,32 +220,26 @@ class SmplxHandKinematics(_KinematicsBase):
         import smplx
 
         self.mano_dir = os.fspath(mano_dir)
-        self.layers = {}
-        for side in HAND_SIDES:
+
+        def load(side: str) -> smplx.MANO:
             path = os.path.join(self.mano_dir, f"MANO_{side.upper()}.{ext}")
-            if os.path.exists(path):
-                self.layers[side] = smplx.MANO(
-                    model_path=path, is_rhand=side == "right", use_pca=False, flat_hand_mean=True, ext=ext
-                )
-        if "left" in self.layers and "right" in self.layers:
-            left, right = self.layers["left"].shapedirs, self.layers["right"].shapedirs
-            if torch.sum(torch.abs(left[:, 0, :] - right[:, 0, :])) < 1:
-                left[:, 0, :] *= -1  # known sign error of the public left-hand MANO file's first shape direction
-        if not self.layers:
+            return smplx.MANO(model_path=path, is_rhand=side == "right", use_pca=False, flat_hand_mean=True, ext=ext)
+
+        present = [s for s in HAND_SIDES if os.path.exists(os.path.join(self.mano_dir, f"MANO_{s.upper()}.{ext}"))]
+        if not present:
             raise FileNotFoundError(
                 f"no MANO model found in {self.mano_dir!r}: expected MANO_RIGHT.{ext} and/or MANO_LEFT.{ext} "
                 "(download them from https://mano.is.tue.mpg.de; they cannot be redistributed)"
             )
+        self.layers = {side: load(side) for side in present}  # the left one as released
+        self.left_fixed = None  # the left hand in the "left_fixed" convention (needs both files to decide)
+        if len(present) == 2:
+            self.left_fixed = load("left")
+            shapedirs, right = self.left_fixed.shapedirs, self.layers["right"].shapedirs
+            if torch.sum(torch.abs(shapedirs[:, 0, :] - right[:, 0, :])) < 1:
+                shapedirs[:, 0, :] *= -1
 
-    def joints(
-        self,
-        hand_pose: torch.Tensor,
-        global_orient: torch.Tensor,
-        transl: torch.Tensor,
-        side: str,
-        betas: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        _check_inputs(hand_pose, global_orient, transl, side)
+    def _joints(self, hand_pose, global_orient, transl, side, betas, shape_convention):
         if side not in self.layers:
             raise FileNotFoundError(f"no MANO_{side.upper()} model in {self.mano_dir!r}")
         layer = self.layers[side]
@@ -224,9 +247,15 @@ class SmplxHandKinematics(_KinematicsBase):
         n = global_orient[..., 0].numel()
         dtype = layer.v_template.dtype
         shape = torch.zeros(n, layer.num_betas, dtype=dtype) if betas is None else betas.to(dtype).reshape(1, -1)
-        shape = shape.expand(n, -1)
+        if side == "left" and shape_convention == "left_fixed" and bool(shape.any()):
+            if self.left_fixed is None:
+                raise FileNotFoundError(
+                    f"a left hand with betas in the 'left_fixed' MANO convention needs MANO_RIGHT next to MANO_LEFT "
+                    f"in {self.mano_dir!r} (it decides whether the left file needs the sign fix)"
+                )
+            layer = self.left_fixed
         out = layer(
-            betas=shape,
+            betas=shape.expand(n, -1),
             global_orient=global_orient.reshape(n, 3).to(dtype),
             hand_pose=hand_pose.reshape(n, 45).to(dtype),
             transl=torch.zeros(n, 3, dtype=dtype),
@@ -236,9 +265,6 @@ class SmplxHandKinematics(_KinematicsBase):
         keypoints = torch.cat([out.joints[:, :16], tips], dim=1)[:, list(MANO_TO_KEYPOINTS)]
         keypoints = keypoints - wrist + transl.reshape(n, 1, 3).to(dtype)
         return keypoints.reshape(lead + (21, 3)).to(global_orient.dtype)
-
-    def __call__(self, motion: HandMotion) -> torch.Tensor:
-        return self.joints(motion.hand_pose, motion.global_orient, motion.transl, motion.side, betas=motion.betas)
 
 
 def load_hand_kinematics(mano_dir: str | os.PathLike | None = None) -> BuiltinHandKinematics | SmplxHandKinematics:

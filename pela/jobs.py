@@ -7,8 +7,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from modeling_pela.hand_motion import HandMotion
 
 
@@ -41,10 +39,7 @@ def hand_motions_of_rows(rows: Iterable[Mapping[str, Any]]) -> list[HandMotion]:
         for side in row["hands"]:
             mano = row.get(f"mano_{side}")
             if row.get("has_motion_labels") and mano is not None:
-                motions.append(
-                    HandMotion(side, torch.as_tensor(mano["hand_pose"]), torch.as_tensor(mano["global_orient"]),
-                               torch.as_tensor(mano["transl"]), fps=float(row["fps"]), sample_id=row["id"])
-                )  # fmt: skip
+                motions.append(HandMotion.from_dict({**mano, "side": side, "fps": float(row["fps"])}, row["id"]))
     return motions
 
 

@@ -25,6 +25,7 @@ from synthetic_mano import synthetic_mano_data
 
 import datasets_unihand_mix.sources as sources
 from datasets_unihand_mix.converters import CONVERTERS, arctic, dexycb, get_converter, hot3d
+from datasets_unihand_mix.samples import sample_row
 from datasets_unihand_mix.sources import (
     ImageFiles,
     ManoModel,
@@ -34,8 +35,10 @@ from datasets_unihand_mix.sources import (
     segment_recording,
     world_to_camera,
 )
+from datasets_unihand_mix.streaming import UniHandMixDataError, validate_sample
 from modeling_pela.hand_motion import HandMotion
 from modeling_pela.mano import BuiltinHandKinematics, SmplxHandKinematics
+from trainers.generation_eval import mano_keypoints
 
 
 @pytest.fixture(scope="module")
@@ -212,6 +215,37 @@ def test_dexycb_recovers_ground_truth(tmp_path, mano_dir):
         )
         check_motion(kin, clip.hands[side], truth, frames, np.linalg.inv(SERIALS[MASTER]), reference)
         assert clip.frames([29])[0].size == IMAGE_SIZE
+
+
+def test_dexycb_left_hand_keeps_its_mano_convention_through_the_row(tmp_path, public_like_mano_dir):
+    """DexYCB fits left hands with the released MANO_LEFT, whose x shape directions equal the right hand's. With such
+    files, a converted left hand (betas ~ N(0, 1)) written to a UniHand-Mix row and read back must give the keypoints
+    of the source's own call (plain smplx, no fix) on every forward-kinematics path; the fixed file is up to ~2 cm off."""
+    truths = dexycb_fixture(tmp_path / "dexycb", public_like_mano_dir)
+    clip = list(dexycb.iter_clips(tmp_path / "dexycb", public_like_mano_dir))[1]
+    row = sample_row(clip, split="test")
+    validate_sample(row)
+    mano = row["mano_left"]
+    assert mano["shape_convention"] == "released"
+    frames = clip.metadata["source_frames"]
+    data = pickle.load(open(public_like_mano_dir / "MANO_LEFT.pkl", "rb"))
+    pose_m = np.load(tmp_path / "dexycb" / clip.metadata["recording"] / "pose.npz")["pose_m"][frames, 0]
+    full = data["hands_mean"] + pose_m[:, 3:48] @ data["hands_components"]
+    betas = truths["left"].betas
+    world = smplx_keypoints(
+        public_like_mano_dir, "left", betas, pose_m[:, :3], full, pose_m[:, 48:], use_pca=False, flat_hand_mean=True
+    )
+    expected = transform_points(np.linalg.inv(SERIALS[MASTER]), world)
+    kin = SmplxHandKinematics(public_like_mano_dir)
+    from_row = mano_keypoints(mano, "left", clip.num_frames, kin).double().numpy()
+    motion = HandMotion.from_dict({**mano, "side": "left"})
+    np.testing.assert_allclose(from_row, expected, atol=1e-4)
+    np.testing.assert_allclose(kin(motion).double().numpy(), expected, atol=1e-4)
+    fixed = mano_keypoints({**mano, "shape_convention": "left_fixed"}, "left", clip.num_frames, kin).double().numpy()
+    assert np.abs(fixed - expected).max() > 1e-3  # the two conventions really differ on these betas
+    np.testing.assert_allclose(fixed[:, 0], expected[:, 0], atol=1e-5)  # the wrist is exact in both
+    with pytest.raises(UniHandMixDataError, match=r"mano_left\.shape_convention"):
+        validate_sample({**row, "mano_left": {**mano, "shape_convention": None}})
 
 
 def test_dexycb_other_camera_has_no_frames(tmp_path, mano_dir):
@@ -427,8 +461,8 @@ def test_segment_rejects_bad_arguments():
 def test_left_shapedirs_fix_follows_the_source_tool_chain(public_like_mano_dir, mano_dir):
     betas = np.random.default_rng(0).normal(size=10)
     for directory, triggers in ((public_like_mano_dir, True), (mano_dir, False)):
-        fixed = load_mano_models(directory, fix_left_shapedirs=True)["left"]
-        raw = load_mano_models(directory, fix_left_shapedirs=False)["left"]
+        fixed = load_mano_models(directory, shape_convention="left_fixed")["left"]
+        raw = load_mano_models(directory, shape_convention="released")["left"]
         assert np.array_equal(fixed.shapedirs[:, 0], -raw.shapedirs[:, 0]) == triggers
         np.testing.assert_allclose(
             fixed.rest_wrist(betas), rest_wrist(directory, "left", betas, fix_left=True), atol=1e-6
@@ -444,7 +478,7 @@ def test_mano_file_errors_name_the_file_and_field(tmp_path):
     with pytest.raises(SourceDataError, match=r"MANO_RIGHT\.pkl: missing field 'hands_components'"):
         ManoModel.load(tmp_path / "MANO_RIGHT.pkl", "right")
     with pytest.raises(FileNotFoundError, match="MANO_LEFT.pkl"):
-        load_mano_models(tmp_path, fix_left_shapedirs=False)
+        load_mano_models(tmp_path, shape_convention="released")
 
 
 def test_world_to_camera_moves_keypoints_rigidly():

@@ -125,3 +125,19 @@ def test_fk_input_errors():
     bad[2, 1] = np.nan
     with pytest.raises(HandMotionError, match="transl.*NaN"):
         kin.joints(torch.zeros(5, 15, 3), torch.zeros(5, 3), bad, "left")
+
+
+def test_shape_convention_is_validated_and_needs_both_files_for_a_fixed_left_hand(mano_dir, tmp_path):
+    pose, orient, transl = random_params(4, seed=5)
+    with pytest.raises(HandMotionError, match="shape_convention.*'mirrored'"):
+        HandMotion("left", pose, orient, transl, shape_convention="mirrored")
+    with pytest.raises(HandMotionError, match="shape_convention"):
+        BuiltinHandKinematics().joints(pose, orient, transl, "left", shape_convention="mirrored")
+    (tmp_path / "MANO_LEFT.pkl").write_bytes((mano_dir / "MANO_LEFT.pkl").read_bytes())
+    only_left = SmplxHandKinematics(tmp_path)
+    betas = torch.linspace(-1, 1, 10)
+    released = only_left(HandMotion("left", pose, orient, transl, betas=betas, shape_convention="released"))
+    assert released.shape == (4, 21, 3)
+    only_left(HandMotion("left", pose, orient, transl))  # no betas: the shape directions do not matter
+    with pytest.raises(FileNotFoundError, match="'left_fixed' MANO convention needs MANO_RIGHT"):
+        only_left(HandMotion("left", pose, orient, transl, betas=betas))

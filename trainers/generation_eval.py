@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from modeling_pela.hand_motion import DEFAULT_SHAPE_CONVENTION
 from modeling_pela.mano import HandKinematics
 
 from .metrics.hand_motion import compute_hand_motion_metrics
@@ -20,15 +21,27 @@ from .metrics.hand_motion import compute_hand_motion_metrics
 GENERATION_INPUTS = ("input_ids", "attention_mask", "pixel_values", "frame_pixel_values", "frame_features")
 
 
-def mano_keypoints(mano: Mapping[str, Any], side: str, frames: int, kinematics: HandKinematics) -> torch.Tensor:
+def mano_keypoints(
+    mano: Mapping[str, Any],
+    side: str,
+    frames: int,
+    kinematics: HandKinematics,
+    shape: Mapping[str, Any] | None = None,
+) -> torch.Tensor:
     """(frames, 21, 3) keypoints (metres) of the first ``frames`` frames of one hand's MANO fields (any array-likes:
-    ``hand_pose`` (T, 45) or (T, 15, 3), ``global_orient`` and ``transl`` (T, 3))."""
+    ``hand_pose`` (T, 45) or (T, 15, 3), ``global_orient`` and ``transl`` (T, 3)), with the hand shape of ``shape``
+    (a MANO value with ``betas`` (10,) or None and ``shape_convention``; default: ``mano``'s own). Generated motions
+    carry no shape: they are scored with the shape of the true hand they are compared with."""
 
     def field(name: str, width: int) -> torch.Tensor:
         return torch.as_tensor(np.asarray(mano[name], dtype=np.float32)[:frames]).reshape(frames, -1, width)
 
+    shape = mano if shape is None else shape
+    betas = shape.get("betas")
+    betas = None if betas is None else torch.as_tensor(np.asarray(betas, dtype=np.float32))
     pose, orient, transl = field("hand_pose", 3), field("global_orient", 3)[:, 0], field("transl", 3)[:, 0]
-    return kinematics.joints(pose, orient, transl, side)
+    convention = shape.get("shape_convention") or DEFAULT_SHAPE_CONVENTION
+    return kinematics.joints(pose, orient, transl, side, betas, convention)
 
 
 @torch.no_grad()
@@ -77,7 +90,8 @@ def evaluate_generation(
             for offset, index in enumerate(indices[start : start + batch_size]):
                 for side in hands:
                     mano = {k: v[offset].cpu().numpy() for k, v in output.mano[side].items()}
-                    generated[(index, side)] = mano_keypoints(mano, side, frames, kinematics).numpy()
+                    truth = batch_rows[offset][f"mano_{side}"]
+                    generated[(index, side)] = mano_keypoints(mano, side, frames, kinematics, truth).numpy()
             bar.update(len(batch_rows))
     bar.close()
     predictions, references = [], []
@@ -149,7 +163,7 @@ def evaluate_round_trip(
             }
             tokens = motion_tokenizer.encode(fields["hand_pose"], fields["global_orient"], fields["transl"], side)
             decoded = {k: v.flatten(0, 1).cpu().numpy() for k, v in motion_tokenizer.decode(tokens, side).items()}
-            predictions.append(mano_keypoints(decoded, side, frames, kinematics).numpy())
+            predictions.append(mano_keypoints(decoded, side, frames, kinematics, mano).numpy())
             references.append(mano_keypoints(mano, side, frames, kinematics).numpy())
     if not predictions:
         raise ValueError("no labelled test sample to evaluate")

@@ -60,6 +60,8 @@ CITATION = (
     "ARCTIC: A Dataset for Dexterous Bimanual Hand-Object Manipulation. CVPR 2023."
 )
 FPS = 30.0
+# ARCTIC fits with smplx.MANO on the released MANO_LEFT (no shape-direction fix)
+SHAPE_CONVENTION = "released"
 NUM_VIEWS = 9
 
 
@@ -91,7 +93,7 @@ def _read_hands(path: Path, models: dict) -> tuple[dict, dict[str, np.ndarray]]:
         model = models[side]
         flat = model.mean_relative_to_flat(pose)
         wrist = model.smplx_transl_to_wrist(trans, betas)
-        hands[side] = hand_motion(side, flat, rot, wrist, FPS, betas, str(path))
+        hands[side] = hand_motion(side, flat, rot, wrist, FPS, betas, str(path), SHAPE_CONVENTION)
     return hands, errors
 
 
@@ -141,7 +143,7 @@ def iter_clips(
     if not 0 <= view < NUM_VIEWS:
         raise ValueError(f"ARCTIC view must be in 0..{NUM_VIEWS - 1}, got {view}")
     root = Path(root)
-    models = load_mano_models(mano_dir, fix_left_shapedirs=False)
+    models = load_mano_models(mano_dir, shape_convention=SHAPE_CONVENTION)
     misc_path = root / "meta" / "misc.json"
     try:
         misc_all = json.loads(misc_path.read_text())

@@ -60,6 +60,8 @@ CITATION = (
     "Grasping of Objects. CVPR 2021."
 )
 FPS = 30.0
+# DexYCB fits with manopth on the released MANO_LEFT (no shape-direction fix)
+SHAPE_CONVENTION = "released"
 # YCB object names by DexYCB object id (1-based), as listed in the toolkit's dex_ycb.py.
 YCB_CLASSES = (
     "002_master_chef_can", "003_cracker_box", "004_sugar_box", "005_tomato_soup_can", "006_mustard_bottle",
@@ -117,7 +119,7 @@ def iter_clips(
         min_seconds / max_seconds / target_fps: see :func:`~datasets_unihand_mix.sources.segment_recording`.
     """
     root = Path(root)
-    models = load_mano_models(mano_dir, fix_left_shapedirs=False)
+    models = load_mano_models(mano_dir, shape_convention=SHAPE_CONVENTION)
     for meta_path in sorted(root.glob("*/*/meta.yml")):
         seq_dir = meta_path.parent
         where = str(meta_path)
@@ -158,7 +160,7 @@ def iter_clips(
             model = models[side]
             flat = model.mean_relative_to_flat(model.pca_to_axis_angle(params[:, 3:48]))
             wrist = model.smplx_transl_to_wrist(params[:, 48:51], betas)
-            hands[side] = hand_motion(side, flat, params[:, :3], wrist, FPS, betas, str(pose_path))
+            hands[side] = hand_motion(side, flat, params[:, :3], wrist, FPS, betas, str(pose_path), SHAPE_CONVENTION)
             present[side] = np.any(params != 0.0, axis=1)
 
         image_dir = seq_dir / camera

@@ -64,6 +64,8 @@ CITATION = (
     "Multi-View Videos. CVPR 2025."
 )
 FPS = 30.0
+# hand_tracking_toolkit fixes the released MANO_LEFT's x shape directions
+SHAPE_CONVENTION = "left_fixed"
 RGB_STREAM = "214-1"
 SHAPES_MEMBER = "__hand_shapes.json__"
 
@@ -173,7 +175,7 @@ def _read_clip(
         model = models[side]
         flat = model.mean_relative_to_flat(model.pca_to_axis_angle(p[:, :15]))
         wrist = model.smplx_transl_to_wrist(p[:, 18:21], betas)
-        motions[side] = hand_motion(side, flat, p[:, 15:18], wrist, FPS, betas, str(tar_path))
+        motions[side] = hand_motion(side, flat, p[:, 15:18], wrist, FPS, betas, str(tar_path), SHAPE_CONVENTION)
     images = [f"{frame:06d}.image_{stream}.jpg" for frame in frame_ids]
     return motions, present, extrinsics, stream, images if images[0] in names else []
 
@@ -205,7 +207,7 @@ def iter_clips(
     if camera_frame not in CAMERA_FRAMES:
         raise ValueError(f"camera_frame must be one of {CAMERA_FRAMES}, got {camera_frame!r}")
     root = Path(root)
-    models = load_mano_models(mano_dir, fix_left_shapedirs=True)
+    models = load_mano_models(mano_dir, shape_convention=SHAPE_CONVENTION)
     for tar_path in sorted(root.rglob("clip-*.tar")):
         clip = _read_clip(tar_path, stream, models)
         if clip is None:
