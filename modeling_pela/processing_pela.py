@@ -65,6 +65,7 @@ from .configuration_pela import (
     PELAConfig,
     motion_vocabulary,
 )
+from .hand_motion import check_finite
 
 HANDS = ("left", "right")
 TASK_TYPES = ("motion_generation", "motion_description", "motion_continuation", "video_only")
@@ -245,6 +246,7 @@ class PELAProcessor(MotionSpecialTokensMixin, ProcessorMixin):
 
             def chunked(field: str, width: int) -> torch.Tensor:
                 values = torch.as_tensor(mano[field], dtype=torch.float32)[:usable]
+                check_finite(values, f"mano_{hand}.{field}", where)  # a NaN would become a valid-looking token
                 return values.reshape(chunks, self.chunk_length, width)
 
             tokens = motion_tokenizer.encode(
@@ -274,6 +276,7 @@ class PELAProcessor(MotionSpecialTokensMixin, ProcessorMixin):
                     f"sample {sample.get('id', '?')!r}: no frame_processor and no precomputed frame_features"
                 )
             features = torch.as_tensor(features, dtype=torch.float32)
+            check_finite(features, "frame_features", f"sample {sample.get('id', '?')!r}")
             return {"frame_features": features[:1] if generation else features}
         frames = sample.get("boundary_frames") or []
         frames = [_image(frame) for frame in (frames[:1] if generation and frames else frames)]
