@@ -136,13 +136,16 @@ def is_labelled_row(row: Mapping[str, Any]) -> bool:
     return bool(row["has_motion_labels"]) and row["task_type"] != "video_only"
 
 
-def pretraining_stream(args: PretrainArguments, seed: int, rank: int = 0, world_size: int = 1) -> Any:
+def pretraining_stream(
+    args: PretrainArguments, seed: int, rank: int = 0, world_size: int = 1, stats: SkipStats | None = None
+) -> Any:
     """The streamed, wild-fraction-filtered (and cropped) ``train`` split ``pela pretrain`` reads: this ``rank``'s
-    share (the same count and lab:wild mixture on every rank) of a run on ``world_size`` processes."""
+    share (the same count and lab:wild mixture on every rank) of a run on ``world_size`` processes; skipped rows are
+    counted in ``stats``."""
     distributed = {"rank": rank, "world_size": world_size} if world_size > 1 else {}
     rows = stream_unihand_mix(
         args.data, args.dataset_config, "train", shuffle_buffer_size=args.shuffle_buffer_size or None, seed=seed,
-        max_skip_fraction=args.max_skip_fraction, **distributed,
+        max_skip_fraction=args.max_skip_fraction, stats=stats, **distributed,
     ).filter(wild_fraction_filter(args.wild_fraction))  # fmt: skip
     if args.max_train_chunks:
         rows = rows.map(lambda row: crop_row(row, args.max_train_chunks))
@@ -198,12 +201,14 @@ def pretrain(
     vlm: str | None = None,
     dataset: str | None = None,
     max_skip_fraction: float = 0.0,
+    data_stats: SkipStats | None = None,
 ) -> tuple[PELAForPretraining, list[dict[str, float]]]:
     """Train one variant on ``train_rows`` (a ``datasets.IterableDataset`` of UniHand-Mix rows); the result is saved
     to ``args.output_dir`` as a self-contained checkpoint (:func:`save_pretraining_checkpoint`). Resumes from the last
     complete checkpoint in ``args.output_dir`` when ``args.resume_from_checkpoint`` is ``"last"``; refuses an
     ``output_dir`` that holds another run unless ``args.overwrite_output_dir`` (:func:`check_output_dir`).
-    ``max_skip_fraction`` is the data-error budget of the evaluation rows (the training rows carry their own)."""
+    ``max_skip_fraction`` is the data-error budget of the evaluation rows (the training rows carry their own);
+    ``data_stats``, the training stream's skip counts, are logged (``data_skipped*``) and written into the card."""
     overwrite = getattr(args, "overwrite_output_dir", False)
     if check_output_dir(args.output_dir, resume=bool(args.resume_from_checkpoint), overwrite=overwrite):
         with args.main_process_first(desc="clearing the output_dir of the previous run"):
@@ -226,7 +231,7 @@ def pretrain(
         }
     trainer = PELATrainer(
         model=model, args=args, train_dataset=train_rows, data_collator=collator, processing_class=processor,
-        motion_tokenizer=motion_tokenizer, eval_dataset=eval_rows,
+        motion_tokenizer=motion_tokenizer, eval_dataset=eval_rows, data_stats=data_stats,
     )  # fmt: skip
     resume = args.resume_from_checkpoint
     if resume == "last":
@@ -237,9 +242,13 @@ def pretrain(
             f"{trainer.state.global_step} steps x {args.per_device_train_batch_size * args.world_size} sequences "
             f"(x {args.gradient_accumulation_steps} accumulation), lr {args.learning_rate}, seed {args.seed}"
         )
+        skipped = next((h for h in reversed(trainer.state.log_history) if "data_skipped" in h), {})
+        skipped = {
+            key.removeprefix("data_skipped_"): n for key, n in skipped.items() if key.startswith("data_skipped_")
+        }
         save_pretraining_checkpoint(
             args.output_dir, model, processor, motion_tokenizer, dataset=dataset, training=training,
-            **({"repo_id": args.hub_model_id} if args.hub_model_id else {}),
+            data_skipped=skipped or None, **({"repo_id": args.hub_model_id} if args.hub_model_id else {}),
         )  # fmt: skip
     return model.eval(), [h for h in trainer.state.log_history if "loss" in h]
 
@@ -287,12 +296,13 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments) -
             "frame_processor).save_pretrained(DIR), or the folder of a PELA checkpoint)"
         )
     check_motion_vocabulary(f"processor {args.processor!r}", processor, motion_tokenizer.config)
+    stats = SkipStats()
     model, _ = pretrain(
         args.variant,
-        pretraining_stream(args, training_args.seed, training_args.process_index, training_args.world_size),
+        pretraining_stream(args, training_args.seed, training_args.process_index, training_args.world_size, stats),
         processor, motion_tokenizer, training_args,
         preset=args.model_preset, init_from=args.init_from, frame_encoder=args.frame_encoder, vlm=args.vlm,
-        dataset=args.data, max_skip_fraction=args.max_skip_fraction,
+        dataset=args.data, max_skip_fraction=args.max_skip_fraction, data_stats=stats,
     )  # fmt: skip
     return model
 
@@ -344,9 +354,10 @@ def pretraining_model_card(
     metrics: Mapping[str, Mapping[str, float]] | None = None,
     kinematics: str = "builtin",
     license: str = "apache-2.0",
+    data_skipped: Mapping[str, int] | None = None,
 ) -> ModelCard:
     """Render ``hub_cards/pela_model_card.md`` for a pretrained PELA model (``metrics``: ``{split: {"mpjpe", ...}}``
-    as ``pela eval`` writes them)."""
+    as ``pela eval`` writes them; ``data_skipped``: training rows skipped as unusable, by reason)."""
     config = model.config
     variant = next(
         (name for name, v in VARIANTS.items() if (v["objective"], v["align"]) == (config.objective, config.align)),
@@ -399,6 +410,7 @@ def pretraining_model_card(
         metrics=dict(metrics or {}),
         kinematics=kinematics,
         license=license,
+        data_skipped=dict(data_skipped or {}),
     )
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
@@ -206,6 +208,26 @@ def test_pretrain_refuses_a_truncated_shard_naming_it(workspace, tmp_path, capsy
     assert not (tmp_path / "run" / "model.safetensors").exists()
     assert main(["pretrain", str(config), "--max_skip_fraction", "0.5"]) == 1  # its only lab shard: the subset is gone
     assert "subset 'lab': none of its 1 shards has a row" in capsys.readouterr().err
+
+
+def test_pretrain_within_a_budget_counts_the_skipped_rows_in_the_logs_and_card(workspace, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(workspace / "data", data)
+    shard = sorted((data / "data" / "lab").glob("train-*.parquet"))[0]
+    table = pq.read_table(shard)
+    rows = table.to_pylist()
+    broken = next(row for row in rows if row["has_motion_labels"])
+    side = broken["hands"][0]
+    broken[f"mano_{side}"]["transl"][3][1] = math.nan
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), shard)
+    config = _config(workspace, tmp_path / "run", data=str(data), max_steps=3)
+    assert main(["pretrain", str(config)]) == 1
+    assert f"sample '{broken['id']}' field 'mano_{side}.transl': contains NaN" in capsys.readouterr().err
+    assert main(["pretrain", str(config), "--max_skip_fraction", "0.2"]) == 0
+    logs = [line for line in capsys.readouterr().out.splitlines() if line.startswith("{'loss'")]
+    assert logs and all("'data_skipped': 1, 'data_skipped_nan_pose': 1" in line for line in logs)
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert "Training rows skipped as unusable | {'nan_pose': 1}" in card
 
 
 def test_an_output_dir_holding_another_run_is_refused_unless_asked(workspace, tmp_path, capsys):

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import SchedulerType, has_length
 
+from datasets_unihand_mix.streaming import SKIP_REASONS, SkipStats
 from modeling_pela.mano import HandKinematics
 from modeling_pela.pipeline_pela import CUSTOM_PIPELINES, MOTION_TOKENIZER_SUBFOLDER, save_pipeline_code
 
@@ -151,12 +152,16 @@ class PELATrainer(AtomicCheckpointMixin, Trainer):
         motion_tokenizer: torch.nn.Module | None = None,
         kinematics: HandKinematics | None = None,
         eval_num_chunks: int = 1,
+        data_stats: SkipStats | None = None,
         **kwargs: Any,
     ) -> None:
         """``Trainer`` arguments, plus, for generation-based evaluation: ``motion_tokenizer`` (a
         ``MotionTokenizerModel``; with it and a ``PELAProcessor`` as ``processing_class``, :meth:`evaluate` also decodes
         ``eval_num_chunks`` chunks per labelled row and reports the hand-motion metrics) and ``kinematics``
-        (default: the built-in skeleton)."""
+        (default: the built-in skeleton); ``data_stats``: the training stream's skip counts
+        (``stream_unihand_mix(stats=)``), logged with every training log as ``data_skipped`` and
+        ``data_skipped_<reason>`` summed over the processes (hence in ``trainer_state.json``). Rows skipped inside
+        DataLoader worker processes are logged there, not counted here."""
         callbacks = list(kwargs.pop("callbacks", None) or [])
         if not any(isinstance(c, PerceiverEMACallback) for c in callbacks):
             callbacks.append(PerceiverEMACallback())
@@ -180,6 +185,7 @@ class PELATrainer(AtomicCheckpointMixin, Trainer):
         self.eval_num_chunks = eval_num_chunks
         self._pending_eval: dict[str, float] = {}
         self._eval_prefix = "eval"
+        self.data_stats = data_stats
 
     def evaluate(
         self,
@@ -269,9 +275,18 @@ class PELATrainer(AtomicCheckpointMixin, Trainer):
     def _sum_over_processes(self, tensor: torch.Tensor) -> torch.Tensor:
         return self.accelerator.reduce(tensor, reduction="sum") if self.args.world_size > 1 else tensor
 
+    def _skip_counts(self) -> dict[str, int]:
+        """``data_skipped`` and the nonzero ``data_skipped_<reason>`` of the training stream, over all processes."""
+        local = torch.tensor([self.data_stats.counts[reason] for reason in SKIP_REASONS], dtype=torch.long)
+        counts = self._sum_over_processes(local.to(self.args.device)).tolist()
+        logs = {f"data_skipped_{reason}": n for reason, n in zip(SKIP_REASONS, counts, strict=True) if n}
+        return {"data_skipped": sum(counts), **logs}
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:
             logs.update(self._windows["train"].summary(self._sum_over_processes, self.args.device))
+            if self.data_stats is not None:
+                logs.update(self._skip_counts())
         elif any(key.startswith(f"{self._eval_prefix}_") for key in logs):
             summary = self._windows["eval"].summary(self._sum_over_processes, self.args.device)
             logs.update({f"{self._eval_prefix}_{k}": v for k, v in summary.items()})
