@@ -33,7 +33,7 @@ import os
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,29 +44,56 @@ METRICS = ("mpjpe", "pa_mpjpe", "mwte", "mde")
 SPLITS = ("lab", "wild")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DemoConfig:
+    """Everything ``pela demo`` does (``pela demo --help``; the defaults are ``make demo``'s)."""
+
     output_dir: str = "outputs/demo"
-    seed: int = 0
-    seeds: tuple[int, ...] = (0,)
-    num_dataset_clips: int = 2000
-    image_size: int = 64
+    seed: int = field(default=0, metadata={"help": "seed of the data, tokenizer and frame encoder"})
+    seeds: list[int] = field(
+        default_factory=list,
+        metadata={"help": "training seeds of the models (default: --seed); the table reports mean +- std over them"},
+    )
+    num_dataset_clips: int = field(default=2000, metadata={"help": "procedural UniHand-Mix clips (lab + wild)"})
+    image_size: int = field(default=64, metadata={"help": "frame size in pixels"})
     tokenizer_steps: int = 400
     codebook_size: int = 64
-    num_quantizers: int = 2
+    num_quantizers: int = field(
+        default=2, metadata={"help": "residual quantizers per group (the paper's 8: 128 tokens a chunk)"}
+    )
     frame_encoder_steps: int = 300
-    pretrain_steps: int = 1200
+    pretrain_steps: int = field(default=1200, metadata={"help": "optimiser steps per pretrained model"})
     batch_size: int = 8
     learning_rate: float = 3e-3
-    max_train_chunks: int = 1
-    num_ensembles: int = 16
-    wild_fraction: float = 1.0
-    wild_fractions: tuple[float, ...] = ()
-    models: tuple[str, ...] = MODELS
-    num_workers: int = 2
-    parallel_models: int = 3
-    progress_interval: float = 20.0
-    mano_dir: str | None = None
+    max_train_chunks: int = field(default=1, metadata={"help": "training clips cropped to this many chunks"})
+    num_ensembles: int = field(default=16, metadata={"help": "decoding runs averaged per test clip"})
+    wild_fraction: float = field(default=1.0, metadata={"help": "share of the wild training clips used (paper Fig. 3)"})
+    wild_fractions: list[float] = field(
+        default_factory=list,
+        metadata={
+            "help": "also train PELA at each of these shares of the wild clips (Fig. 3 sweep, e.g. 0 0.25 0.5 1)"
+        },
+    )
+    models: list[str] = field(default_factory=lambda: list(MODELS), metadata={"choices": list(MODELS)})
+    num_workers: int = field(default=2, metadata={"help": "data generator processes"})
+    parallel_models: int = field(
+        default=3,
+        metadata={
+            "help": "models trained at once, one single-threaded process each (more than the cores: the OS shares them)"
+        },
+    )
+    progress_interval: float = field(
+        default=20.0, metadata={"help": "seconds between progress lines of a running stage"}
+    )
+    mano_dir: str | None = field(
+        default=None, metadata={"help": "folder with your licensed MANO files (default: the built-in skeleton)"}
+    )
+
+    def __post_init__(self) -> None:
+        self.seeds = list(self.seeds) or [self.seed]
+        unknown = sorted(set(self.models) - set(MODELS))
+        if unknown:
+            raise ValueError(f"unknown models {unknown}; choose from {list(MODELS)}")
 
 
 def run_demo(config: DemoConfig) -> dict:

@@ -14,7 +14,6 @@ import collections
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,8 @@ from modeling_pela.pipeline_pela import CUSTOM_PIPELINES, MOTION_TOKENIZER_SUBFO
 from trainers.checkpointing import check_output_dir, clear_output_dir, last_complete_checkpoint
 from trainers.collator import PELADataCollator
 from trainers.pela_trainer import PELATrainer
+
+from .arguments import PretrainArguments
 
 CARD_SETTINGS = "pela_card.json"  # what the model card was rendered with (pela eval --update-card re-renders it)
 CHECKPOINT_FILES = {  # what load_pretraining_checkpoint needs besides the weights, and what each is
@@ -81,43 +82,6 @@ def check_motion_vocabulary(owner: str, config: Any, tokenizer_config: Any) -> N
                 f"{owner} has {name}={getattr(config, name)}, but the motion tokenizer has {value}: use a processor "
                 "and model built for this tokenizer"
             )
-
-
-@dataclass
-class PretrainArguments:
-    """What ``pela pretrain`` trains on and which model it builds (the optimisation settings are
-    :class:`~trainers.pela_trainer.PELATrainingArguments`)."""
-
-    data: str = field(metadata={"help": "exported UniHand-Mix folder (`pela data export`) or Hub dataset id"})
-    motion_tokenizer: str = field(metadata={"help": "trained GRQ-VAE folder (`pela tokenizer train`) or Hub id"})
-    dataset_config: str = field(default="mix", metadata={"help": "lab | wild | mix"})
-    variant: str = field(default="pela", metadata={"help": f"one of {sorted(VARIANTS)}"})
-    model_preset: str = field(default="tiny", metadata={"help": "PELAConfig preset: tiny | 2b"})
-    init_from: str | None = field(default=None, metadata={"help": "start from this PELA checkpoint's weights"})
-    vlm: str | None = field(
-        default=None,
-        metadata={"help": "pretrained VLM (e.g. OpenGVLab/InternVL3-2B-hf, or a folder): its weights start the backbone "
-                  "and, without --processor, its tokenizer and image processor build the PELAProcessor"},
-    )  # fmt: skip
-    frame_encoder: str | None = field(
-        default=None,
-        metadata={"help": "pretrained frame encoder (DINOv3 / V-JEPA2 folder or Hub id), loaded frozen; its image "
-                  "processor is the processor's frame processor (default: the preset's randomly initialised one)"},
-    )  # fmt: skip
-    processor: str | None = field(
-        default=None,
-        metadata={"help": "a saved PELAProcessor (default for the tiny preset: a word-level tokenizer over the data)"},
-    )
-    wild_fraction: float = field(default=1.0, metadata={"help": "share of the wild training clips used (Fig. 3)"})
-    max_train_chunks: int | None = field(default=None, metadata={"help": "crop training clips to this many chunks"})
-    shuffle_buffer_size: int = field(default=256, metadata={"help": "streaming shuffle buffer (0: file order)"})
-    max_skip_fraction: float = field(
-        default=0.0,
-        metadata={
-            "help": "data-error budget per subset: 0 stops at the first unreadable shard or malformed sample (naming "
-            "it); above 0 such rows are skipped and counted until they exceed this fraction of a subset"
-        },
-    )
 
 
 def wild_fraction_filter(fraction: float) -> Callable[[Mapping[str, Any]], bool]:

@@ -9,14 +9,43 @@ import sys
 import av
 import pytest
 
-from pela.cli import build_parser, main
+from pela.cli import COMMANDS, main, parse_command_args
+from pela.demo import DemoConfig
 
 
 def test_help_lists_subcommands():
     out = subprocess.run([sys.executable, "-m", "pela.cli", "--help"], capture_output=True, text=True, check=True)
-    for command in ("demo", "data", "tokenizer", "pretrain", "eval", "generate"):
-        assert command in out.stdout
-    assert build_parser().parse_args(["tokenizer", "train", "--max-steps", "3"]).max_steps == 3
+    for command in ("demo", "data export", "data view", "tokenizer train", "pretrain", "eval", "generate"):
+        assert f"  {command} " in out.stdout
+    (args,) = parse_command_args(COMMANDS["tokenizer train"], ["--max-steps", "3"])
+    assert args.max_steps == 3 and args.codebook_size == 512
+
+
+def test_every_command_reads_a_yaml_file_of_its_flags_and_flags_win(tmp_path, capsys):
+    """One config system: the defaults live in one dataclass per command; a YAML file of its fields comes first."""
+    config = tmp_path / "demo.yaml"
+    config.write_text("pretrain_steps: 7\nmodels: [pela, next_token]\nseeds: [1, 2]\n")
+    (demo,) = parse_command_args(COMMANDS["demo"], [str(config), "--pretrain-steps", "9", "--batch_size", "4"])
+    assert isinstance(demo, DemoConfig)
+    assert (demo.pretrain_steps, demo.batch_size, demo.models, demo.seeds) == (9, 4, ["pela", "next_token"], [1, 2])
+    assert DemoConfig().seeds == [0] and DemoConfig(seed=3).seeds == [3]  # --seeds defaults to --seed
+    (default,) = parse_command_args(COMMANDS["demo"], [])
+    assert default == DemoConfig()  # the CLI's defaults are the dataclass's: one place
+    exported = tmp_path / "eval.yaml"
+    exported.write_text("data: some/data\nnum_ensembles: 4\n")
+    args, positionals = parse_command_args(COMMANDS["eval"], [str(exported), "ckpt", "--splits", "wild"])
+    assert (args.data, args.num_ensembles, args.splits, positionals.checkpoint) == ("some/data", 4, ["wild"], "ckpt")
+    config.write_text("pretrain_step: 7\n")
+    with pytest.raises(SystemExit, match=r"pela demo: unknown keys in the YAML file: \['pretrain_step'\]"):
+        parse_command_args(COMMANDS["demo"], [str(config)])
+    with pytest.raises(SystemExit):
+        main(["demo", "--models", "pela", "bogus"])
+    assert "invalid choice: 'bogus'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["data", "exprt"])
+    assert capsys.readouterr().err.strip() == (
+        "pela data: error: 'exprt' is not an action; choose one of preview, export, view, push, tokenize"
+    )
 
 
 def test_usage_errors_are_one_line_naming_the_flags(capsys):

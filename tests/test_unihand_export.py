@@ -11,7 +11,7 @@ from PIL import Image
 
 from datasets_unihand_mix.builder import UniHandMix
 from datasets_unihand_mix.export import STATS_JSON, STATS_PLOT, export_hub_folder, push_to_hub
-from pela.cli import build_parser
+from pela.cli import COMMANDS, parse_command_args
 
 
 @pytest.fixture(scope="module")
@@ -119,10 +119,10 @@ def test_cli_export_then_plain_datasets_in_a_fresh_process(tmp_path):
 
 
 def test_cli_parses_export_and_push():
-    args = build_parser().parse_args(["data", "export", "--output", "o", "--config", "mix", "--data-dir", "raw"])
+    (args,) = parse_command_args(COMMANDS["data export"], ["--output", "o", "--config", "mix", "--data-dir", "raw"])
     assert args.config == "mix" and args.data_dir == "raw" and args.max_shard_size == "256MB"
-    args = build_parser().parse_args(["data", "push", "o", "--repo-id", "me/x", "--private"])
-    assert args.private and args.repo_id == "me/x" and not hasattr(args, "token")
+    args, positionals = parse_command_args(COMMANDS["data push"], ["o", "--repo-id", "me/x", "--private"])
+    assert args.private and args.repo_id == "me/x" and positionals.folder == "o" and not hasattr(args, "token")
 
 
 class FakeHfApi:
