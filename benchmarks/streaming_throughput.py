@@ -159,7 +159,9 @@ def consumption(folder: str, batch_size: int, train_steps: int) -> None:
     from datasets_unihand_mix import generate_clips
     from datasets_unihand_mix.streaming import stream_unihand_mix
     from modeling_pela import MotionTokenizerConfig, MotionTokenizerModel
-    from pela.pretraining import crop_row, pretrain, tiny_processor_for
+    from pela.pretraining import pretrain
+    from pela.processors import tiny_processor_for
+    from pela.training_data import crop_row
     from trainers.collator import PELADataCollator
     from trainers.pela_trainer import pela_training_arguments
 

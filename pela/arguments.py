@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .demo import MODELS
+from .variants import VARIANTS
 
 MANO_DIR_HELP = (
     "folder with your licensed MANO_RIGHT.pkl / MANO_LEFT.pkl for forward kinematics through smplx (default: the "
@@ -38,7 +38,7 @@ class PretrainArguments:
     data: str = field(metadata=_help("exported UniHand-Mix folder (`pela data export`) or Hub dataset id"))
     motion_tokenizer: str = field(metadata=_help("trained GRQ-VAE folder (`pela tokenizer train`) or Hub id"))
     dataset_config: str = field(default="mix", metadata=_help("lab | wild | mix"))
-    variant: str = field(default="pela", metadata=_help(" | ".join(MODELS)))
+    variant: str = field(default="pela", metadata=_help(" | ".join(VARIANTS)))
     model_preset: str = field(default="tiny", metadata=_help("PELAConfig preset: tiny | 2b"))
     init_from: str | None = field(default=None, metadata=_help("start from this PELA checkpoint's weights"))
     vlm: str | None = field(

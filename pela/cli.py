@@ -187,7 +187,7 @@ def _cmd_eval(args: SimpleNamespace) -> int:
         print(f"wrote up to {args.render} renders per split to {args.render_dir}")
     text = json.dumps(results, indent=2)
     if args.update_card:
-        from .pretraining import update_model_card
+        from .model_card import update_model_card
 
         print(f"updated {update_model_card(args.checkpoint, results)}")
     if args.output:

@@ -38,8 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from .progress import Heartbeat
+from .variants import VARIANTS
 
-MODELS = ("pela", "pela_wo_align", "next_token")
+MODELS = tuple(VARIANTS)
 METRICS = ("mpjpe", "pa_mpjpe", "mwte", "mde")
 SPLITS = ("lab", "wild")
 
@@ -210,7 +211,8 @@ def _pretrain_and_evaluate(config: DemoConfig, out: Path, data: Path, beat: Hear
     from modeling_pela import MotionTokenizerModel, load_hand_kinematics
     from trainers.generation_eval import evaluate_mean_motion, evaluate_round_trip
 
-    from .pretraining import evaluation_rows, rows_of, tiny_processor_for
+    from .processors import tiny_processor_for
+    from .training_data import evaluation_rows, rows_of
 
     torch.set_num_threads(1)
     all_train = rows_of(stream_unihand_mix(str(data), "mix", "train"))
@@ -261,7 +263,8 @@ def train_and_score(job: dict[str, Any]) -> dict[str, Any]:
     from trainers.generation_eval import evaluate_generation
     from trainers.pela_trainer import pela_training_arguments
 
-    from .pretraining import crop_row, evaluation_rows, pretrain, wild_fraction_filter
+    from .pretraining import pretrain
+    from .training_data import crop_row, evaluation_rows, wild_fraction_filter
     from .visualization import generated_by_row, render_row
 
     torch.set_num_threads(1)  # tiny matrices: one intra-op thread per process is fastest on a small CPU
@@ -434,7 +437,7 @@ def plot_runs(runs: list[dict], out: Path) -> None:
     """Loss curves of every run, and generated vs true hands of the first seed's run of every variant."""
     import numpy as np
 
-    from .pretraining import plot_hand_motion, plot_loss_curves
+    from .plots import plot_hand_motion, plot_loss_curves
 
     plot_loss_curves({run["name"]: run["history"] for run in runs}, out / "loss_curves.png")
     shown = set()

@@ -1,4 +1,4 @@
-"""``pela eval`` and ``pela generate``: a pretrained PELA checkpoint (:func:`~pela.pretraining.save_pretraining_checkpoint`)
+"""``pela eval`` and ``pela generate``: a pretrained PELA checkpoint (:func:`~pela.checkpoints.save_pretraining_checkpoint`)
 scored on a UniHand-Mix test split, or asked for hand motion from one image and an instruction.
 
 Generated MANO is in the camera frame of the image (the convention of UniHand-Mix); :mod:`pela.visualization` draws
@@ -19,7 +19,8 @@ from datasets_unihand_mix.streaming import SkipStats
 from modeling_pela.mano import load_hand_kinematics
 from trainers.generation_eval import evaluate_generation
 
-from .pretraining import evaluation_rows, load_pretraining_checkpoint
+from .checkpoints import load_pretraining_checkpoint
+from .training_data import evaluation_rows
 from .visualization import generated_by_row, render_row
 
 

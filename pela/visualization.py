@@ -267,7 +267,7 @@ def generated_by_row(
 ) -> list[dict[str, np.ndarray]]:
     """The ``(generated, true)`` keypoint pairs that :func:`trainers.generation_eval.evaluate_generation` collects, one
     per scored hand in row order, regrouped as one ``{hand: generated (T, 21, 3)}`` per row of ``rows`` (the scored
-    rows, e.g. :func:`pela.pretraining.evaluation_rows`)."""
+    rows, e.g. :func:`pela.training_data.evaluation_rows`)."""
     needed = sum(len(row["hands"]) for row in rows)
     if needed != len(pairs):
         raise ValueError(f"{len(rows)} rows hold {needed} hands but {len(pairs)} keypoint pairs were given")

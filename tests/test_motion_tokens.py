@@ -15,7 +15,8 @@ from datasets_unihand_mix.motion_tokens import tokenize_hub_folder
 from datasets_unihand_mix.streaming import stream_unihand_mix
 from modeling_pela import HandMotion, MotionTokenizerConfig, MotionTokenizerModel
 from pela.cli import main
-from pela.pretraining import rows_of, tiny_processor_for
+from pela.processors import tiny_processor_for
+from pela.training_data import rows_of
 
 
 def _tokenizer(seed: int) -> MotionTokenizerModel:

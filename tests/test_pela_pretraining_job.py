@@ -15,17 +15,11 @@ from datasets_unihand_mix.builder import UniHandMix
 from datasets_unihand_mix.export import export_hub_folder
 from datasets_unihand_mix.streaming import stream_unihand_mix
 from modeling_pela import BuiltinHandKinematics, MotionTokenizerConfig, MotionTokenizerModel
-from pela.pretraining import (
-    build_model,
-    build_text_tokenizer,
-    crop_row,
-    load_pretraining_checkpoint,
-    pretrain,
-    pretraining_model_card,
-    rows_of,
-    tiny_processor_for,
-    wild_fraction_filter,
-)
+from pela.checkpoints import load_pretraining_checkpoint
+from pela.model_card import pretraining_model_card
+from pela.pretraining import build_model, pretrain
+from pela.processors import build_text_tokenizer, tiny_processor_for
+from pela.training_data import crop_row, rows_of, wild_fraction_filter
 from trainers.collator import PELADataCollator
 from trainers.generation_eval import evaluate_generation, evaluate_mean_motion
 from trainers.pela_trainer import PELATrainer, pela_training_arguments

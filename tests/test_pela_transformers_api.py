@@ -140,7 +140,7 @@ def test_processor_errors_name_the_sample_and_field(processor):
 
 
 def test_hand_motion_generation_pipeline_in_a_fresh_process(model, processor, motion_tokenizer, tmp_path):
-    from pela.pretraining import save_pretraining_checkpoint
+    from pela.checkpoints import save_pretraining_checkpoint
 
     folder = save_pretraining_checkpoint(tmp_path / "checkpoint", model, processor, motion_tokenizer)
     image = random_image(np.random.default_rng(7))
