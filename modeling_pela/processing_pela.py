@@ -98,13 +98,53 @@ def _image(value: Any) -> Any:
     return value
 
 
+def motion_token_names(codebook_size: int) -> list[str]:
+    """Token strings of the motion vocabulary in id order: ``<wrist_i>``, ``<finger_i>`` (i < ``codebook_size``), then
+    :data:`~configuration_pela.MOTION_SPECIAL_TOKENS`."""
+    codes = [f"<{part}_{i}>" for part in ("wrist", "finger") for i in range(codebook_size)]
+    return [*codes, *MOTION_SPECIAL_TOKENS]
+
+
+def add_motion_vocabulary(tokenizer: Any, motion_token_offset: int, codebook_size: int) -> None:
+    """Make ``tokenizer`` know the motion vocabulary: :func:`motion_token_names` become special added tokens whose ids
+    are the model's (``motion_token_offset`` + i), so ``decode`` shows ``<mot> <wrist_3> ...`` and ``len(tokenizer)``
+    is the model's vocabulary. Ids between the tokenizer's own and the offset (rows the backbone's config reserves
+    beyond its tokenizer) are filled with ``<|pela_reserved_i|>``. A tokenizer that already holds the vocabulary at
+    those ids is left as it is. Raises ``ValueError`` if the tokenizer's own ids reach the offset, or if it holds
+    motion tokens at other ids."""
+    from tokenizers import AddedToken
+
+    names = motion_token_names(codebook_size)
+    vocab = tokenizer.get_vocab()
+    present = {name: vocab[name] for name in names if name in vocab}
+    if present:
+        wrong = [name for i, name in enumerate(names) if present.get(name) != motion_token_offset + i]
+        if wrong:
+            raise ValueError(
+                f"the tokenizer holds motion tokens at other ids than the model's (e.g. {wrong[0]!r}: "
+                f"{present.get(wrong[0])}, expected {motion_token_offset + names.index(wrong[0])}): it was extended "
+                "for another motion vocabulary; start from the backbone's own tokenizer"
+            )
+        return
+    size = len(tokenizer)
+    if size > motion_token_offset:
+        raise ValueError(
+            f"the tokenizer has {size} tokens but the model's text vocabulary ends at motion_token_offset="
+            f"{motion_token_offset}: its ids from {motion_token_offset} on would be read as motion tokens"
+        )
+    fillers = [f"<|pela_reserved_{i}|>" for i in range(size, motion_token_offset)]
+    tokenizer.add_tokens([AddedToken(name, special=True, normalized=False) for name in fillers + names])
+    if tokenizer.convert_tokens_to_ids(names[0]) != motion_token_offset:
+        raise ValueError(f"could not place the motion vocabulary at id {motion_token_offset} in {type(tokenizer)}")
+
+
 class PELAProcessor(MotionSpecialTokensMixin, ProcessorMixin):
     """Builds PELA sequences (layout and outputs in the module docstring).
 
     Args:
         image_processor: the backbone's image processor (first frame -> ``pixel_values``).
         tokenizer: the backbone's text tokenizer (instruction and response; its ids must lie below
-            ``motion_token_offset``).
+            ``motion_token_offset``); the motion vocabulary is added to it (:func:`add_motion_vocabulary`).
         frame_processor: the frame encoder's image processor for the boundary frames (a transformers image
             processor, saved inside ``processor_config.json``); ``None`` when the model reads precomputed
             ``frame_features``.
@@ -150,6 +190,8 @@ class PELAProcessor(MotionSpecialTokensMixin, ProcessorMixin):
             settings = dict(frame_processor)
             frame_processor = getattr(transformers, settings.pop("image_processor_type"))(**settings)
         self.frame_processor = frame_processor
+        if tokenizer is not None:
+            add_motion_vocabulary(tokenizer, motion_token_offset, codebook_size)
         super().__init__(image_processor, tokenizer, chat_template=chat_template)
 
     @classmethod

@@ -174,7 +174,10 @@ def test_hand_motion_generation_pipeline_in_a_fresh_process(model, processor, mo
 def test_processor_and_model_from_pretrained_components(tmp_path, motion_tokenizer):
     """A VLM folder as a Hub checkpoint holds it (InternVL weights + processor with <img> / </img> / <IMG_CONTEXT>),
     a frame encoder folder and a motion tokenizer folder -> a matching processor and model that train and generate."""
+    from transformers import AutoTokenizer
+
     from modeling_pela import PELAForPretraining, PELAProcessor
+    from modeling_pela.processing_pela import add_motion_vocabulary
 
     words = save_tiny_vlm_and_frame_encoder(tmp_path / "vlm", tmp_path / "dino")
     motion_tokenizer.save_pretrained(tmp_path / "motion")
@@ -188,6 +191,15 @@ def test_processor_and_model_from_pretrained_components(tmp_path, motion_tokeniz
     ).eval()
     assert processor.motion_token_offset == model.config.motion_token_offset == 256
     assert processor.mask_token_id == model.config.mask_token_id
+    # the VLM's tokenizer now knows the motion vocabulary at the model's ids, and nothing else moved
+    tokenizer = processor.tokenizer
+    assert len(tokenizer) == model.config.vlm_config.text_config.vocab_size == 256 + 2 * CODEBOOK + 5
+    assert tokenizer.convert_tokens_to_ids(["<wrist_0>", "<finger_0>", "[MASK]"]) == [
+        256,
+        256 + CODEBOOK,
+        model.config.mask_token_id,
+    ]
+    assert [tokenizer.convert_tokens_to_ids(word) for word in words] == list(range(len(words)))
     rng = np.random.default_rng(8)
     prompt = processor(images=random_image(rng), text="pick up a cup", hands="right")
     ids = prompt["input_ids"][0].tolist()
@@ -197,7 +209,14 @@ def test_processor_and_model_from_pretrained_components(tmp_path, motion_tokeniz
     tokens = np.concatenate(
         [rng.integers(0, CODEBOOK, (1, K // 2)), rng.integers(CODEBOOK, 2 * CODEBOOK, (1, K // 2))], 1
     )
+    batch = processor(images=random_image(rng), text="pick up a cup", motion={"right": tokens})
     with torch.no_grad():
-        assert torch.isfinite(
-            model(**processor(images=random_image(rng), text="pick up a cup", motion={"right": tokens})).loss
-        )
+        assert torch.isfinite(model(**batch).loss)
+    text = tokenizer.decode(batch["input_ids"][0])
+    assert "pick up a cup" in text and "<mot>" + "[MASK]" * K + "</mot>" in text.replace(" ", "")
+    processor.save_pretrained(tmp_path / "saved")
+    assert len(PELAProcessor.from_pretrained(tmp_path / "saved").tokenizer) == len(tokenizer)
+    with pytest.raises(ValueError, match="holds motion tokens at other ids"):
+        add_motion_vocabulary(tokenizer, 256, codebook_size=8)  # extended for another layout
+    with pytest.raises(ValueError, match=f"the tokenizer has {len(words)} tokens but the model's text vocabulary ends"):
+        add_motion_vocabulary(AutoTokenizer.from_pretrained(tmp_path / "vlm"), 3, codebook_size=8)
