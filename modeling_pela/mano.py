@@ -4,7 +4,7 @@ Two interchangeable back ends (same call signature, same 21-keypoint output, met
 
 * :class:`SmplxHandKinematics` runs ``smplx.MANO`` with the user's own licensed MANO model files
   (``MANO_RIGHT.pkl`` / ``MANO_LEFT.pkl`` in ``mano_dir``; they are never shipped). Fingertips are taken from
-  the mesh vertices MANO users conventionally pick.
+  the mesh vertices MANO users conventionally pick; :meth:`~SmplxHandKinematics.mesh` also gives the mesh.
 * :class:`BuiltinHandKinematics` needs no files: MANO's kinematic tree with generic adult bone lengths laid out like
   MANO's flat-hand template (right hand: fingers along -x, palm facing -y, thumb towards +z; the left hand is its
   mirror image, x -> -x). Metrics computed with it are comparable with each other, not with numbers computed on the
@@ -239,11 +239,11 @@ class SmplxHandKinematics(_KinematicsBase):
             if torch.sum(torch.abs(shapedirs[:, 0, :] - right[:, 0, :])) < 1:
                 shapedirs[:, 0, :] *= -1
 
-    def _joints(self, hand_pose, global_orient, transl, side, betas, shape_convention):
+    def _forward(self, hand_pose, global_orient, transl, side, betas, shape_convention):
+        """smplx's MANO pass: (n, 21, 3) keypoints and (n, 778, 3) mesh vertices, wrist joint at ``transl``."""
         if side not in self.layers:
             raise FileNotFoundError(f"no MANO_{side.upper()} model in {self.mano_dir!r}")
         layer = self.layers[side]
-        lead = global_orient.shape[:-1]
         n = global_orient[..., 0].numel()
         dtype = layer.v_template.dtype
         shape = torch.zeros(n, layer.num_betas, dtype=dtype) if betas is None else betas.to(dtype).reshape(1, -1)
@@ -260,11 +260,36 @@ class SmplxHandKinematics(_KinematicsBase):
             hand_pose=hand_pose.reshape(n, 45).to(dtype),
             transl=torch.zeros(n, 3, dtype=dtype),
         )
-        wrist = out.joints[:, :1]  # rest wrist J_0(betas): the global rotation pivots about it
+        offset = transl.reshape(n, 1, 3).to(dtype) - out.joints[:, :1]  # rest wrist J_0(betas) -> transl
         tips = out.vertices[:, [MANO_FINGERTIP_VERTEX_IDS[name] for name in FINGERTIP_NAMES]]
         keypoints = torch.cat([out.joints[:, :16], tips], dim=1)[:, list(MANO_TO_KEYPOINTS)]
-        keypoints = keypoints - wrist + transl.reshape(n, 1, 3).to(dtype)
-        return keypoints.reshape(lead + (21, 3)).to(global_orient.dtype)
+        return keypoints + offset, out.vertices + offset
+
+    def _joints(self, hand_pose, global_orient, transl, side, betas, shape_convention):
+        keypoints, _ = self._forward(hand_pose, global_orient, transl, side, betas, shape_convention)
+        return keypoints.reshape(global_orient.shape[:-1] + (21, 3)).to(global_orient.dtype)
+
+    def mesh(
+        self,
+        hand_pose: torch.Tensor,
+        global_orient: torch.Tensor,
+        transl: torch.Tensor,
+        side: str,
+        betas: torch.Tensor | None = None,
+        shape_convention: str = DEFAULT_SHAPE_CONVENTION,
+    ) -> torch.Tensor:
+        """(..., 778, 3) MANO mesh vertices in metres, placed like :meth:`joints` (wrist joint at ``transl``); the
+        triangles are ``faces(side)``."""
+        _check_inputs(hand_pose, global_orient, transl, side)
+        check_shape_convention(shape_convention, f"forward kinematics ({side} hand)")
+        _, vertices = self._forward(hand_pose, global_orient, transl, side, betas, shape_convention)
+        return vertices.reshape(global_orient.shape[:-1] + vertices.shape[-2:]).to(global_orient.dtype)
+
+    def faces(self, side: str) -> torch.Tensor:
+        """(1538, 3) int64 vertex indices of the MANO mesh's triangles of ``side``."""
+        if side not in self.layers:
+            raise FileNotFoundError(f"no MANO_{side.upper()} model in {self.mano_dir!r}")
+        return torch.as_tensor(self.layers[side].faces.astype("int64"))
 
 
 def load_hand_kinematics(mano_dir: str | os.PathLike | None = None) -> BuiltinHandKinematics | SmplxHandKinematics:

@@ -203,17 +203,20 @@ def _cmd_generate(args: SimpleNamespace) -> int:
     from modeling_pela.mano import load_hand_kinematics
 
     from .inference import generate_for_image, mano_to_json
-    from .visualization import hand_keypoints, render_motion
+    from .visualization import hand_keypoints, hand_meshes, render_motion
 
     image = Image.open(args.image)
     mano = generate_for_image(
         args.checkpoint, image, args.instruction, args.hands, num_chunks=args.num_chunks,
         num_ensembles=args.num_ensembles, seed=args.seed, motion_tokenizer=args.motion_tokenizer,
     )  # fmt: skip
-    keypoints = hand_keypoints(mano, load_hand_kinematics(args.mano_dir))
+    kinematics = load_hand_kinematics(args.mano_dir)
+    keypoints, meshes = hand_keypoints(mano, kinematics), hand_meshes(mano, kinematics)
     outputs = [args.output, args.video] if args.output or args.video else [GENERATED_PICTURE]
     for output in filter(None, outputs):
-        path = render_motion(image, keypoints, output, focal_factor=args.focal_factor, panel_size=args.panel_size)
+        path = render_motion(
+            image, keypoints, output, focal_factor=args.focal_factor, panel_size=args.panel_size, generated_mesh=meshes
+        )
         print(f"wrote {path}")
     if args.save_mano:
         with open(args.save_mano, "w") as handle:

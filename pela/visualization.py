@@ -5,9 +5,12 @@ UniHand-Mix's MANO fields. They are projected with a pinhole camera of focal len
 image centre (0.9 is the built-in procedural camera's; pass the real one when you know it).
 
     hand_keypoints(mano, kinematics)                {hand: MANO fields} -> {hand: (T, 21, 3) keypoints}
+    hand_meshes(mano, kinematics)                   {hand: MANO fields} -> {hand: (T, 778, 3) vertices, faces} with
+                                                    the smplx back end (``--mano-dir``), None with the built-in one
     motion_frames(image, generated, truth=None)     T frames: one panel per motion (generated | truth), the skeletons
                                                     drawn over the image with the wrist's path so far, and an inset
-                                                    3-D view of the same skeletons from a fixed oblique viewpoint
+                                                    3-D view from a fixed oblique viewpoint: the MANO mesh when given
+                                                    for every motion shown, else the same skeletons
     write_animation(frames, path, fps)              ``.mp4`` (H.264 through PyAV) or ``.gif`` (Pillow)
     render_motion(image, generated, path, ...)      the above in one call; ``.png`` gives a strip of 3 frames
     render_row(row, path, ...)                      a UniHand-Mix row (``pela data view``, ``pela eval --render``):
@@ -31,7 +34,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from modeling_pela.mano import KEYPOINT_PARENTS, HandKinematics
-from trainers.generation_eval import mano_keypoints
+from trainers.generation_eval import mano_inputs, mano_keypoints
 
 HAND_COLOURS = {"left": (40, 120, 255), "right": (255, 60, 40)}
 DEFAULT_FOCAL_FACTOR = 0.9  # datasets_unihand_mix.procedural's camera
@@ -46,6 +49,7 @@ VIEW_ROTATION = np.array(
 ) @ np.array([[math.cos(_YAW), 0.0, math.sin(_YAW)], [0.0, 1.0, 0.0], [-math.sin(_YAW), 0.0, math.cos(_YAW)]])
 
 Keypoints = Mapping[str, np.ndarray]  # {"left"|"right": (T, 21, 3) camera-frame keypoints in metres}
+Meshes = Mapping[str, tuple[np.ndarray, np.ndarray]]  # {"left"|"right": ((T, V, 3) vertices in metres, (F, 3) faces)}
 
 
 def project(points: np.ndarray, width: int, height: int, focal_factor: float = DEFAULT_FOCAL_FACTOR) -> np.ndarray:
@@ -59,6 +63,25 @@ def hand_keypoints(mano: Mapping[str, Mapping[str, np.ndarray]], kinematics: Han
     """``{hand: {"hand_pose" (T, 45) or (T, 15, 3), "global_orient" (T, 3), "transl" (T, 3)}}`` -> ``{hand: (T, 21,
     3)}`` keypoints (metres, same frame as ``transl``; :func:`trainers.generation_eval.mano_keypoints`)."""
     return {hand: mano_keypoints(m, hand, len(m["transl"]), kinematics).numpy() for hand, m in mano.items()}
+
+
+def hand_meshes(
+    mano: Mapping[str, Mapping[str, Any]],
+    kinematics: HandKinematics,
+    shapes: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """``{hand: MANO fields}`` -> ``{hand: ((T, 778, 3) mesh vertices in metres, (1538, 3) faces)}`` through a back end
+    with a mesh (:class:`~modeling_pela.mano.SmplxHandKinematics`); ``None`` for one without (the built-in skeleton).
+    ``shapes``: ``{hand: MANO value}`` whose ``betas`` / ``shape_convention`` to use (default: the fields' own; a
+    generated motion takes the true hand's)."""
+    if not hasattr(kinematics, "mesh"):
+        return None
+    meshes = {}
+    for hand, fields in mano.items():
+        pose, orient, transl, betas, convention = mano_inputs(fields, len(fields["transl"]), (shapes or {}).get(hand))
+        vertices = kinematics.mesh(pose, orient, transl, hand, betas, convention)
+        meshes[hand] = (vertices.numpy(), kinematics.faces(hand).numpy())
+    return meshes
 
 
 def panel_dimensions(width: int, height: int, panel_size: int | None = None) -> tuple[int, int]:
@@ -82,17 +105,23 @@ def motion_frames(
     panel_size: int | None = None,
     labels: tuple[str, str] = ("generated", "truth"),
     caption: str | None = None,
+    generated_mesh: Meshes | None = None,
+    truth_mesh: Meshes | None = None,
 ) -> list[Image.Image]:
     """One RGB frame per time step of ``generated`` (and ``truth``, drawn in a second panel to the right; both need
     the same number of frames). Each panel is the image (one for all frames, or one per frame, all of one size)
     resized to :func:`panel_dimensions`, with the skeletons (left blue, right red), the wrist's path up to that frame
     and, in the lower right corner, the 3-D view (same scale and centre in every panel and frame, so the two motions
-    compare directly). ``caption`` is written in a bar under the panels."""
+    compare directly): the MANO meshes (:func:`hand_meshes`) when given for every motion shown, else the skeletons.
+    ``caption`` is written in a bar under the panels."""
     motions = [(labels[0], generated)] + ([(labels[1], truth)] if truth is not None else [])
     lengths = {name: _num_frames(motion, name) for name, motion in motions}
     if len(set(lengths.values())) != 1:
         raise ValueError(f"generated and true motion need the same number of frames, got {lengths}")
     frames = lengths[labels[0]]
+    meshes = [generated_mesh] + ([truth_mesh] if truth is not None else [])
+    if any(mesh is None for mesh in meshes):
+        meshes = [None] * len(meshes)  # one kind of 3-D view for every motion shown
     images = [image] * frames if isinstance(image, Image.Image) else list(image)
     if len(images) != frames or len({im.size for im in images}) != 1:
         raise ValueError(f"give one image or {frames} images of one size, got {[im.size for im in images]}")
@@ -120,7 +149,7 @@ def motion_frames(
                 radius = line + 1
                 for u, v in points[: t + 1, 0]:
                     draw.ellipse([u - radius, v - radius, u + radius, v + radius], fill=HAND_COLOURS[hand])
-            panel.paste(view.render(motion, t, line), (width - inset, height - inset))
+            panel.paste(view.render(motion, t, line, meshes[index]), (width - inset, height - inset))
             draw.text((3, 2), f"{name} {t + 1}/{frames}", fill=(255, 255, 255))
             frame.paste(panel, (index * width, 0))
         out.append(frame)
@@ -167,10 +196,15 @@ def render_motion(
     fps: float = 15.0,
     focal_factor: float = DEFAULT_FOCAL_FACTOR,
     panel_size: int | None = None,
+    generated_mesh: Meshes | None = None,
+    truth_mesh: Meshes | None = None,
 ) -> Path:
     """:func:`motion_frames` written to ``path``: ``.mp4`` / ``.gif`` animate every frame, ``.png`` puts the first,
     middle and last frames side by side."""
-    frames = motion_frames(image, generated, truth, focal_factor=focal_factor, panel_size=panel_size)
+    frames = motion_frames(
+        image, generated, truth, focal_factor=focal_factor, panel_size=panel_size, generated_mesh=generated_mesh,
+        truth_mesh=truth_mesh,
+    )  # fmt: skip
     return _save(frames, Path(path), fps)
 
 
@@ -234,15 +268,36 @@ class _View3D:
     def pixels(self, points: np.ndarray) -> np.ndarray:
         return ((points @ VIEW_ROTATION.T - self.centre)[..., :2]) * self.scale + self.size / 2
 
-    def render(self, motion: Keypoints, t: int, line: int) -> Image.Image:
+    def render(self, motion: Keypoints, t: int, line: int, mesh: Meshes | None = None) -> Image.Image:
         inset = Image.new("RGB", (self.size, self.size), INSET_BACKGROUND)
         draw = ImageDraw.Draw(inset)
         draw.rectangle([0, 0, self.size - 1, self.size - 1], outline=(120, 120, 120))
+        if mesh is not None:
+            self._draw_meshes(draw, {hand: (vertices[t], faces) for hand, (vertices, faces) in mesh.items()})
         for hand, points in motion.items():
             pixels = self.pixels(points)
-            _draw_skeleton(draw, pixels[t], HAND_COLOURS[hand], line)
+            if mesh is None:
+                _draw_skeleton(draw, pixels[t], HAND_COLOURS[hand], line)
             draw.line([tuple(p) for p in pixels[: t + 1, 0]], fill=HAND_COLOURS[hand], width=1)
         return inset
+
+    def _draw_meshes(self, draw: ImageDraw.ImageDraw, meshes: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        """Triangles of every hand's (V, 3) mesh, far ones first (painter's algorithm), shaded by how much each
+        faces the viewer."""
+        triangles, depths, colours = [], [], []
+        for hand, (vertices, faces) in meshes.items():
+            rotated = (vertices @ VIEW_ROTATION.T)[faces]  # (F, 3 corners, 3)
+            normals = np.cross(rotated[:, 1] - rotated[:, 0], rotated[:, 2] - rotated[:, 0])
+            facing = np.abs(normals[:, 2]) / np.maximum(np.linalg.norm(normals, axis=-1), 1e-12)
+            shade = (0.35 + 0.65 * facing)[:, None] * np.array(HAND_COLOURS[hand]) + (0.65 - 0.65 * facing)[
+                :, None
+            ] * 80
+            triangles.append(self.pixels(vertices)[faces])
+            depths.append(rotated[..., 2].mean(-1))
+            colours.append(shade.clip(0, 255).astype(int))
+        triangles, depths, colours = np.concatenate(triangles), np.concatenate(depths), np.concatenate(colours)
+        for index in np.argsort(-depths):  # larger view-z is farther from the viewer
+            draw.polygon([tuple(p) for p in triangles[index]], fill=tuple(colours[index]))
 
 
 def row_caption(row: Mapping[str, Any]) -> str:
@@ -284,6 +339,7 @@ def render_row(
     kinematics: HandKinematics,
     *,
     generated: Keypoints | None = None,
+    generated_mesh: Meshes | None = None,
     fps: float | None = None,
     focal_factor: float = DEFAULT_FOCAL_FACTOR,
     panel_size: int | None = None,
@@ -294,6 +350,8 @@ def render_row(
     Without ``generated``: the row's frames (the first frame and each chunk-boundary frame, each shown for its chunk)
     with the true hands drawn over them when the row is labelled, at the row's fps. With ``generated`` (``{hand: (T,
     21, 3)}``, T frames from the first): generated next to true hands over the first frame, the generation condition.
+    With a kinematics back end that has a mesh (``--mano-dir``), the 3-D view shows MANO meshes: the true hands', and
+    the generated ones' when ``generated_mesh`` is given (:func:`hand_meshes`; else skeletons for both).
     ``caption`` defaults to :func:`row_caption`; ``panel_size`` to the frame's longer side, at least
     :data:`ROW_PANEL_SIZE` (small dataset frames are enlarged so that the caption stays readable)."""
     caption = row_caption(row) if caption is None else caption
@@ -303,23 +361,28 @@ def render_row(
     boundary = list(row.get("boundary_frames") or [row["first_frame"]])
     chunk_length = int(row.get("chunk_length") or 15)
     labelled = bool(row.get("has_motion_labels"))
-    truth = None
+    truth = truth_mesh = None
     if labelled:
-        truth = hand_keypoints({hand: row[f"mano_{hand}"] for hand in row["hands"]}, kinematics)
+        mano = {hand: row[f"mano_{hand}"] for hand in row["hands"]}
+        truth, truth_mesh = hand_keypoints(mano, kinematics), hand_meshes(mano, kinematics)
     if generated is not None:
         if truth is None:
             raise ValueError(f"row {row.get('id')!r} has no hand labels to show next to the generated motion")
         frames = _num_frames(generated, "generated")
         truth = {hand: points[:frames] for hand, points in truth.items()}
+        if truth_mesh is not None:
+            truth_mesh = {hand: (vertices[:frames], faces) for hand, (vertices, faces) in truth_mesh.items()}
         animation = motion_frames(
-            row["first_frame"], generated, truth, focal_factor=focal_factor, panel_size=panel_size, caption=caption
-        )
+            row["first_frame"], generated, truth, focal_factor=focal_factor, panel_size=panel_size, caption=caption,
+            generated_mesh=generated_mesh, truth_mesh=truth_mesh,
+        )  # fmt: skip
     elif truth is not None:
         frames = _num_frames(truth, "true")
         images = [boundary[min(t // chunk_length, len(boundary) - 1)] for t in range(frames)]
         animation = motion_frames(
-            images, truth, focal_factor=focal_factor, panel_size=panel_size, labels=("truth", ""), caption=caption
-        )
+            images, truth, focal_factor=focal_factor, panel_size=panel_size, labels=("truth", ""), caption=caption,
+            generated_mesh=truth_mesh,
+        )  # fmt: skip
     else:  # video-only row: its frames and caption
         width, height = panel_dimensions(*boundary[0].size, panel_size)
         lines = _wrap(caption, width)

@@ -123,3 +123,33 @@ def test_pela_data_view_renders_a_row_of_an_export(tmp_path, capsys):
     assert main(["data", "view", str(tmp_path / "data"), "--config", "lab", "--index", "1000"]) == 1
     error = capsys.readouterr().err
     assert f"has {count} lab/train rows, so --index must be below {count}" in error
+
+
+def test_the_3d_view_shows_the_mano_mesh_with_mano_files(tmp_path):
+    from synthetic_mano import write_synthetic_mano
+
+    from modeling_pela.mano import SmplxHandKinematics
+    from pela.visualization import INSET_BACKGROUND, hand_meshes
+
+    mano = _still_right_hand()
+    assert hand_meshes(mano, BuiltinHandKinematics()) is None  # the built-in skeleton has no mesh
+    kinematics = SmplxHandKinematics(write_synthetic_mano(tmp_path / "mano"))
+    meshes = hand_meshes(mano, kinematics)
+    vertices, faces = meshes["right"]
+    assert vertices.shape == (FRAMES, 778, 3) and faces.shape == (1538, 3) and faces.max() == 777
+    keypoints = hand_keypoints(mano, kinematics)
+    np.testing.assert_allclose(keypoints["right"][:, 0], mano["right"]["transl"], atol=1e-6)
+    assert np.linalg.norm(vertices.mean(1) - keypoints["right"].mean(1), axis=-1).max() < 0.05  # one hand, one place
+
+    def inset(frame: Image.Image) -> np.ndarray:
+        size = max(16, 96 // 3)
+        pixels = np.asarray(frame)[96 - size : 96, 96 - size : 96]
+        return (pixels != INSET_BACKGROUND).any(-1)
+
+    image = Image.new("RGB", (96, 96))
+    skeleton = inset(motion_frames(image, keypoints)[0])
+    mesh = inset(motion_frames(image, keypoints, generated_mesh=meshes)[0])
+    assert mesh.sum() > 2 * skeleton.sum()  # filled triangles cover far more of the view than bones
+    # a mesh only for one of two motions shown: both fall back to skeletons, one kind of view for both
+    mixed = motion_frames(image, keypoints, keypoints, truth_mesh=meshes)[0]
+    np.testing.assert_array_equal(np.asarray(mixed), np.asarray(motion_frames(image, keypoints, keypoints)[0]))

@@ -21,17 +21,13 @@ from .metrics.hand_motion import compute_hand_motion_metrics
 GENERATION_INPUTS = ("input_ids", "attention_mask", "pixel_values", "frame_pixel_values", "frame_features")
 
 
-def mano_keypoints(
-    mano: Mapping[str, Any],
-    side: str,
-    frames: int,
-    kinematics: HandKinematics,
-    shape: Mapping[str, Any] | None = None,
-) -> torch.Tensor:
-    """(frames, 21, 3) keypoints (metres) of the first ``frames`` frames of one hand's MANO fields (any array-likes:
-    ``hand_pose`` (T, 45) or (T, 15, 3), ``global_orient`` and ``transl`` (T, 3)), with the hand shape of ``shape``
-    (a MANO value with ``betas`` (10,) or None and ``shape_convention``; default: ``mano``'s own). Generated motions
-    carry no shape: they are scored with the shape of the true hand they are compared with."""
+def mano_inputs(
+    mano: Mapping[str, Any], frames: int, shape: Mapping[str, Any] | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, str]:
+    """Forward-kinematics inputs of the first ``frames`` frames of one hand's MANO fields (any array-likes:
+    ``hand_pose`` (T, 45) or (T, 15, 3), ``global_orient`` and ``transl`` (T, 3)): ``hand_pose`` (frames, 15, 3),
+    ``global_orient`` and ``transl`` (frames, 3), and the hand shape of ``shape`` (a MANO value with ``betas`` (10,)
+    or None and ``shape_convention``; default: ``mano``'s own) as ``betas`` (10,) or None and its convention."""
 
     def field(name: str, width: int) -> torch.Tensor:
         return torch.as_tensor(np.asarray(mano[name], dtype=np.float32)[:frames]).reshape(frames, -1, width)
@@ -39,8 +35,21 @@ def mano_keypoints(
     shape = mano if shape is None else shape
     betas = shape.get("betas")
     betas = None if betas is None else torch.as_tensor(np.asarray(betas, dtype=np.float32))
-    pose, orient, transl = field("hand_pose", 3), field("global_orient", 3)[:, 0], field("transl", 3)[:, 0]
     convention = shape.get("shape_convention") or DEFAULT_SHAPE_CONVENTION
+    return field("hand_pose", 3), field("global_orient", 3)[:, 0], field("transl", 3)[:, 0], betas, convention
+
+
+def mano_keypoints(
+    mano: Mapping[str, Any],
+    side: str,
+    frames: int,
+    kinematics: HandKinematics,
+    shape: Mapping[str, Any] | None = None,
+) -> torch.Tensor:
+    """(frames, 21, 3) keypoints (metres) of the first ``frames`` frames of one hand's MANO fields with the hand shape
+    of ``shape`` (:func:`mano_inputs`). Generated motions carry no shape: they are scored with the shape of the true
+    hand they are compared with."""
+    pose, orient, transl, betas, convention = mano_inputs(mano, frames, shape)
     return kinematics.joints(pose, orient, transl, side, betas, convention)
 
 
