@@ -265,7 +265,7 @@ def train_and_score(job: dict[str, Any]) -> dict[str, Any]:
 
     from .pretraining import pretrain
     from .training_data import crop_row, evaluation_rows, wild_fraction_filter
-    from .visualization import generated_by_row, render_row
+    from .visualization import by_row, render_row
 
     torch.set_num_threads(1)  # tiny matrices: one intra-op thread per process is fastest on a small CPU
     config, out, data = DemoConfig(**job["config"]), Path(job["out"]), job["data"]
@@ -302,7 +302,7 @@ def train_and_score(job: dict[str, Any]) -> dict[str, Any]:
     if job.get("render"):
         path = render_row(
             tests["lab"][0], out / f"generated_{job['variant']}.mp4", kinematics,
-            generated=generated_by_row(tests["lab"], pairs)[0],
+            generated=by_row(tests["lab"], [prediction for prediction, _ in pairs])[0],
         )  # fmt: skip
         print(f"[demo] wrote {path}")
     print(f"[demo] {job['name']}: Lab MPJPE {scores['lab']['mpjpe']:.2f}, Wild {scores['wild']['mpjpe']:.2f} cm")

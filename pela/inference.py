@@ -21,7 +21,7 @@ from trainers.generation_eval import evaluate_generation
 
 from .checkpoints import load_pretraining_checkpoint
 from .training_data import evaluation_rows
-from .visualization import generated_by_row, render_row
+from .visualization import by_row, render_row
 
 
 def evaluate_checkpoint(
@@ -53,14 +53,19 @@ def evaluate_checkpoint(
         stats = SkipStats()
         rows = evaluation_rows(data, split, max_rows, num_chunks, max_skip_fraction=max_skip_fraction, stats=stats)
         pairs: list[tuple[np.ndarray, np.ndarray]] = []
+        motions: list[dict[str, np.ndarray]] = []
         results[split] = evaluate_generation(
             model, processor, motion_tokenizer, rows, kinematics, num_chunks=num_chunks, num_ensembles=num_ensembles,
-            generator=torch.Generator().manual_seed(0), keypoints=pairs, progress=progress,
+            generator=torch.Generator().manual_seed(0), keypoints=pairs, motions=motions, progress=progress,
         )  # fmt: skip
         results[split]["kinematics"] = kinematics.source
         results[split]["data_skipped"] = dict(stats.counts)
-        for index, (row, generated) in enumerate(zip(rows[:render], generated_by_row(rows, pairs), strict=False)):
-            render_row(row, Path(render_dir) / f"{split}_{index:03d}.mp4", kinematics, generated=generated)
+        generated, generated_mano = by_row(rows, [prediction for prediction, _ in pairs]), by_row(rows, motions)
+        for index, row in enumerate(rows[:render]):
+            render_row(
+                row, Path(render_dir) / f"{split}_{index:03d}.mp4", kinematics, generated=generated[index],
+                generated_mano=generated_mano[index],
+            )  # fmt: skip
     return results
 
 

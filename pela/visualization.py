@@ -289,9 +289,8 @@ class _View3D:
             rotated = (vertices @ VIEW_ROTATION.T)[faces]  # (F, 3 corners, 3)
             normals = np.cross(rotated[:, 1] - rotated[:, 0], rotated[:, 2] - rotated[:, 0])
             facing = np.abs(normals[:, 2]) / np.maximum(np.linalg.norm(normals, axis=-1), 1e-12)
-            shade = (0.35 + 0.65 * facing)[:, None] * np.array(HAND_COLOURS[hand]) + (0.65 - 0.65 * facing)[
-                :, None
-            ] * 80
+            lit = (0.35 + 0.65 * facing)[:, None]
+            shade = lit * np.array(HAND_COLOURS[hand]) + (1.0 - lit) * 120  # grey where a triangle turns away
             triangles.append(self.pixels(vertices)[faces])
             depths.append(rotated[..., 2].mean(-1))
             colours.append(shade.clip(0, 255).astype(int))
@@ -317,18 +316,16 @@ def row_caption(row: Mapping[str, Any]) -> str:
     )
 
 
-def generated_by_row(
-    rows: Sequence[Mapping[str, Any]], pairs: Sequence[tuple[np.ndarray, np.ndarray]]
-) -> list[dict[str, np.ndarray]]:
-    """The ``(generated, true)`` keypoint pairs that :func:`trainers.generation_eval.evaluate_generation` collects, one
-    per scored hand in row order, regrouped as one ``{hand: generated (T, 21, 3)}`` per row of ``rows`` (the scored
+def by_row(rows: Sequence[Mapping[str, Any]], values: Sequence[Any]) -> list[dict[str, Any]]:
+    """Per-hand values in row order, as :func:`trainers.generation_eval.evaluate_generation` collects them (its
+    ``keypoints`` pairs, its generated ``motions``), regrouped as one ``{hand: value}`` per row of ``rows`` (the scored
     rows, e.g. :func:`pela.training_data.evaluation_rows`)."""
     needed = sum(len(row["hands"]) for row in rows)
-    if needed != len(pairs):
-        raise ValueError(f"{len(rows)} rows hold {needed} hands but {len(pairs)} keypoint pairs were given")
+    if needed != len(values):
+        raise ValueError(f"{len(rows)} rows hold {needed} hands but {len(values)} per-hand values were given")
     out, start = [], 0
     for row in rows:
-        out.append({hand: pairs[start + k][0] for k, hand in enumerate(row["hands"])})
+        out.append({hand: values[start + k] for k, hand in enumerate(row["hands"])})
         start += len(row["hands"])
     return out
 
@@ -339,7 +336,7 @@ def render_row(
     kinematics: HandKinematics,
     *,
     generated: Keypoints | None = None,
-    generated_mesh: Meshes | None = None,
+    generated_mano: Mapping[str, Mapping[str, Any]] | None = None,
     fps: float | None = None,
     focal_factor: float = DEFAULT_FOCAL_FACTOR,
     panel_size: int | None = None,
@@ -351,7 +348,8 @@ def render_row(
     with the true hands drawn over them when the row is labelled, at the row's fps. With ``generated`` (``{hand: (T,
     21, 3)}``, T frames from the first): generated next to true hands over the first frame, the generation condition.
     With a kinematics back end that has a mesh (``--mano-dir``), the 3-D view shows MANO meshes: the true hands', and
-    the generated ones' when ``generated_mesh`` is given (:func:`hand_meshes`; else skeletons for both).
+    the generated ones' when their MANO fields ``generated_mano`` (``{hand: fields}``) are given (else skeletons for
+    both); generated hands take the true hands' shape.
     ``caption`` defaults to :func:`row_caption`; ``panel_size`` to the frame's longer side, at least
     :data:`ROW_PANEL_SIZE` (small dataset frames are enlarged so that the caption stays readable)."""
     caption = row_caption(row) if caption is None else caption
@@ -370,8 +368,11 @@ def render_row(
             raise ValueError(f"row {row.get('id')!r} has no hand labels to show next to the generated motion")
         frames = _num_frames(generated, "generated")
         truth = {hand: points[:frames] for hand, points in truth.items()}
+        generated_mesh = None
         if truth_mesh is not None:
             truth_mesh = {hand: (vertices[:frames], faces) for hand, (vertices, faces) in truth_mesh.items()}
+            if generated_mano is not None:
+                generated_mesh = hand_meshes(generated_mano, kinematics, shapes=mano)
         animation = motion_frames(
             row["first_frame"], generated, truth, focal_factor=focal_factor, panel_size=panel_size, caption=caption,
             generated_mesh=generated_mesh, truth_mesh=truth_mesh,

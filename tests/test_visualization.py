@@ -153,3 +153,30 @@ def test_the_3d_view_shows_the_mano_mesh_with_mano_files(tmp_path):
     # a mesh only for one of two motions shown: both fall back to skeletons, one kind of view for both
     mixed = motion_frames(image, keypoints, keypoints, truth_mesh=meshes)[0]
     np.testing.assert_array_equal(np.asarray(mixed), np.asarray(motion_frames(image, keypoints, keypoints)[0]))
+
+
+def test_eval_renders_show_generated_and_true_meshes_with_mano_files(tmp_path):
+    from synthetic_mano import write_synthetic_mano
+
+    from modeling_pela.mano import SmplxHandKinematics
+    from pela.visualization import INSET_BACKGROUND, ROW_PANEL_SIZE
+
+    kinematics = SmplxHandKinematics(write_synthetic_mano(tmp_path / "mano"))
+    truth = {**_still_right_hand()["right"], "betas": np.linspace(-1, 1, 10), "shape_convention": "released"}
+    frame = Image.new("RGB", (64, 64))
+    row = {"id": "r/0", "hands": ["right"], "has_motion_labels": True, "mano_right": truth, "first_frame": frame,
+           "boundary_frames": [frame, frame], "chunk_length": 15, "fps": 15.0, "instruction": "wave"}  # fmt: skip
+    generated_mano = _still_right_hand((0.0, 0.0, 0.5))
+    generated = hand_keypoints(generated_mano, kinematics)
+
+    def covered(path: Path) -> list[int]:
+        """Non-background pixels of the 3-D view of each panel (generated, truth) in the first frame of the strip."""
+        pixels, size = np.asarray(Image.open(path)), ROW_PANEL_SIZE // 3
+        views = [pixels[ROW_PANEL_SIZE - size : ROW_PANEL_SIZE, (k + 1) * ROW_PANEL_SIZE - size : (k + 1) * ROW_PANEL_SIZE]
+                 for k in range(2)]  # fmt: skip
+        return [int((view != INSET_BACKGROUND).any(-1).sum()) for view in views]
+
+    meshes = covered(render_row(row, tmp_path / "mesh.png", kinematics, generated=generated,
+                                generated_mano=generated_mano))  # fmt: skip
+    skeletons = covered(render_row(row, tmp_path / "skeleton.png", kinematics, generated=generated))
+    assert all(m > 2 * s for m, s in zip(meshes, skeletons, strict=True))

@@ -67,6 +67,7 @@ def evaluate_generation(
     batch_size: int = 16,
     generator: torch.Generator | None = None,
     keypoints: list[tuple[np.ndarray, np.ndarray]] | None = None,
+    motions: list[dict[str, np.ndarray]] | None = None,
     progress: bool = False,
 ) -> dict[str, float]:
     """Generate ``num_chunks`` chunks per labelled row from its instruction + first frame; metrics in cm, plus
@@ -75,8 +76,9 @@ def evaluate_generation(
     see ``PELAForPretraining.generate_motion``), drawn from ``generator``.
 
     Rows with the same hands are decoded together, ``batch_size`` prompts at a time (left-padded; without ensembles
-    the result does not depend on the batching). ``keypoints``, if given, receives ``(generated, true)`` (T, 21, 3) keypoint arrays of
-    every scored hand, in row order. ``progress`` shows a progress bar over the rows."""
+    the result does not depend on the batching). ``keypoints``, if given, receives ``(generated, true)`` (T, 21, 3)
+    keypoint arrays of every scored hand, in row order, and ``motions`` the generated MANO fields (``hand_pose``,
+    ``global_orient``, ``transl``) of the same hands. ``progress`` shows a progress bar over the rows."""
     scored = [row for row in rows if row.get("has_motion_labels") and int(row["num_chunks"]) >= num_chunks]
     if not scored:
         raise ValueError("no labelled test sample to evaluate")
@@ -85,6 +87,7 @@ def evaluate_generation(
         groups[tuple(row["hands"])].append(index)
     frames = num_chunks * processor.chunk_length
     generated: dict[tuple[int, str], np.ndarray] = {}
+    generated_mano: dict[tuple[int, str], dict[str, np.ndarray]] = {}
     bar = tqdm(total=len(scored), desc="generating", unit="clip", disable=not progress)
     for hands, indices in groups.items():
         for start in range(0, len(indices), batch_size):
@@ -101,6 +104,7 @@ def evaluate_generation(
                     mano = {k: v[offset].cpu().numpy() for k, v in output.mano[side].items()}
                     truth = batch_rows[offset][f"mano_{side}"]
                     generated[(index, side)] = mano_keypoints(mano, side, frames, kinematics, truth).numpy()
+                    generated_mano[(index, side)] = mano
             bar.update(len(batch_rows))
     bar.close()
     predictions, references = [], []
@@ -110,6 +114,8 @@ def evaluate_generation(
             references.append(mano_keypoints(row[f"mano_{side}"], side, frames, kinematics).numpy())
     if keypoints is not None:
         keypoints.extend(zip(predictions, references, strict=True))
+    if motions is not None:
+        motions.extend(generated_mano[(index, side)] for index, row in enumerate(scored) for side in row["hands"])
     metrics = compute_hand_motion_metrics(predictions=predictions, references=references)
     distinct = len({np.round(p, 4).tobytes() for p in predictions}) / len(predictions)
     return {**metrics, "num_hand_chunks": len(predictions) * num_chunks, "distinct_fraction": distinct}
