@@ -319,6 +319,7 @@ def command_parser(command: Command) -> argparse.ArgumentParser:
     usage_yaml = "[CONFIG.yaml] " if not command.positionals else ""
     parser = HfArgumentParser(
         command.arguments(), prog=f"pela {command.name}", description=command.help, allow_abbrev=False,
+        formatter_class=_HelpFormatter,
         epilog=f"An optional YAML file of the same fields may come first ({usage_yaml}--flag value ...); flags win.",
     )  # fmt: skip
     parser.error = lambda message: _short_error(parser, message)  # type: ignore[method-assign]
@@ -329,23 +330,51 @@ def command_parser(command: Command) -> argparse.ArgumentParser:
 
 def parse_command_args(command: Command, argv: Sequence[str]) -> list[Any]:
     """``[CONFIG.yaml] [positionals] [--flag value ...]`` -> the command's dataclasses (and a namespace of its
-    positionals). YAML keys must be fields; flags override them. Exits with a one-line error on a bad flag."""
+    positionals). YAML keys must be fields; flags override them. Exits (status 2) with a one-line error on an unknown
+    flag or key, naming the closest known one."""
     import yaml
 
     parser = command_parser(command)
+    flags = [option for action in parser._actions for option in action.option_strings if option.startswith("--")]
     argv = list(argv)
     if argv and argv[0].endswith((".yaml", ".yml")):
-        with open(argv.pop(0)) as handle:
+        path = argv.pop(0)
+        with open(path) as handle:
             values = yaml.safe_load(handle) or {}
         known = {f.name for cls in command.arguments() for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise SystemExit(f"pela {command.name}: unknown keys in the YAML file: {unknown}")
+            parser.error(f"unknown keys in {path}: {', '.join(_with_suggestion(key, known) for key in unknown)}")
         parser.set_defaults(**values)
         for action in parser._actions:
             if action.dest in values:
                 action.required = False
-    return list(parser.parse_args_into_dataclasses(argv))
+    *parsed, remaining = parser.parse_args_into_dataclasses(argv, return_remaining_strings=True)
+    if remaining:
+        words = [_with_suggestion(word, flags) if word.startswith("-") else word for word in remaining]
+        hint = (
+            " (a YAML file of flags must come first)" if any(w.endswith((".yaml", ".yml")) for w in remaining) else ""
+        )
+        parser.error(f"unrecognized arguments: {' '.join(words)}{hint}")
+    return parsed
+
+
+def _with_suggestion(word: str, known: Sequence[str] | set[str]) -> str:
+    """``word``, followed by the closest of ``known`` when one is close (a misspelt flag or key)."""
+    import difflib
+
+    close = difflib.get_close_matches(word.split("=", 1)[0], sorted(known), n=1)
+    return f"{word} (did you mean {close[0]}?)" if close else word
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends ``(default: X)`` unless the help already says what the default does, or the default is None."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, argparse.SUPPRESS) or action.required:
+            return text
+        return super()._get_help_string(action)
 
 
 def _overview(group: str = "") -> str:

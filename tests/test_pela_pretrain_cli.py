@@ -61,7 +61,7 @@ def _config(workspace: Path, output_dir: Path, **extra) -> Path:
     return path
 
 
-def test_yaml_then_flags_with_paper_defaults(workspace, tmp_path):
+def test_yaml_then_flags_with_paper_defaults(workspace, tmp_path, capsys):
     config = _config(workspace, tmp_path / "run", variant="next_token", learning_rate=1e-3)
     pretrain_args, training_args = parse_pretrain_args(
         [str(config), "--learning_rate", "2e-3", "--wild_fraction", "0.5"]
@@ -76,8 +76,9 @@ def test_yaml_then_flags_with_paper_defaults(workspace, tmp_path):
     assert defaults.logging_steps == 10 and defaults.logging_first_step
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"data": "x", "motion_tokenizer": "y", "output_dir": "z", "lerning_rate": 1}))
-    with pytest.raises(SystemExit, match="lerning_rate"):
+    with pytest.raises(SystemExit):
         parse_pretrain_args([str(bad)])
+    assert "lerning_rate (did you mean learning_rate?)" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # required fields missing without a file
         parse_pretrain_args(["--output_dir", str(tmp_path)])
 
@@ -227,7 +228,7 @@ def test_pretrain_within_a_budget_counts_the_skipped_rows_in_the_logs_and_card(w
     logs = [line for line in capsys.readouterr().out.splitlines() if line.startswith("{'loss'")]
     assert logs and all("'data_skipped': 1, 'data_skipped_nan_pose': 1" in line for line in logs)
     card = (tmp_path / "run" / "README.md").read_text()
-    assert "Training rows skipped as unusable | {'nan_pose': 1}" in card
+    assert "Training rows skipped as unusable | 1 nan_pose (`--max_skip_fraction`)" in card
 
 
 def test_an_output_dir_holding_another_run_is_refused_unless_asked(workspace, tmp_path, capsys):
