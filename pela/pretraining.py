@@ -84,6 +84,7 @@ def pretrain(
                 clear_output_dir(args.output_dir)
     torch.manual_seed(args.seed)
     model = build_model(variant, preset, motion_tokenizer.config, init_from, frame_encoder, vlm).train()
+    use_special_tokens_of(model, processor.tokenizer)
     collator = PELADataCollator(processor, motion_tokenizer, seed=args.seed, objective=model.config.objective)
     if not model.config.align:  # without alignment an unlabelled (video-only) row gives no loss: skip it
         train_rows = train_rows.filter(is_labelled_row)
@@ -119,6 +120,15 @@ def pretrain(
             data_skipped=skipped or None, **({"repo_id": args.hub_model_id} if args.hub_model_id else {}),
         )  # fmt: skip
     return model.eval(), [h for h in trainer.state.log_history if "loss" in h]
+
+
+def use_special_tokens_of(model: PELAForPretraining, tokenizer: Any) -> None:
+    """Give ``model``'s config (and generation config) the ``tokenizer``'s pad / bos / eos ids, which the Trainer
+    would otherwise align itself, with a warning, at every start."""
+    configs = [model.config] + ([model.generation_config] if getattr(model, "generation_config", None) else [])
+    for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+        for config in configs:
+            setattr(config, name, getattr(tokenizer, name))
 
 
 def check_pretrain_arguments(args: PretrainArguments) -> None:
