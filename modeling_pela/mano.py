@@ -129,7 +129,14 @@ def chain_forward_kinematics(
     return torch.stack(world_pos, dim=-2)[..., list(MANO_TO_KEYPOINTS), :]
 
 
-def _check_inputs(hand_pose: torch.Tensor, global_orient: torch.Tensor, transl: torch.Tensor, side: str) -> None:
+def _check_inputs(
+    hand_pose: torch.Tensor,
+    global_orient: torch.Tensor,
+    transl: torch.Tensor,
+    side: str,
+    shape_convention: str = DEFAULT_SHAPE_CONVENTION,
+) -> None:
+    check_shape_convention(shape_convention, f"forward kinematics ({side} hand)")
     if side not in HAND_SIDES:
         raise HandMotionError(f"unknown hand side {side!r}; expected one of {HAND_SIDES}")
     lead = global_orient.shape[:-1]
@@ -175,8 +182,7 @@ class _KinematicsBase:
         """(..., 15, 3), (..., 3), (..., 3) -> (..., 21, 3) keypoints in metres; optional (10,) ``betas`` in the
         left-hand shape space ``shape_convention``. Raises :class:`HandMotionError` for a wrong shape, a non-finite
         value, an unknown side or convention."""
-        _check_inputs(hand_pose, global_orient, transl, side)
-        check_shape_convention(shape_convention, f"forward kinematics ({side} hand)")
+        _check_inputs(hand_pose, global_orient, transl, side, shape_convention)
         return self._joints(hand_pose, global_orient, transl, side, betas, shape_convention)
 
     def __call__(self, motion: HandMotion) -> torch.Tensor:
@@ -280,8 +286,7 @@ class SmplxHandKinematics(_KinematicsBase):
     ) -> torch.Tensor:
         """(..., 778, 3) MANO mesh vertices in metres, placed like :meth:`joints` (wrist joint at ``transl``); the
         triangles are ``faces(side)``."""
-        _check_inputs(hand_pose, global_orient, transl, side)
-        check_shape_convention(shape_convention, f"forward kinematics ({side} hand)")
+        _check_inputs(hand_pose, global_orient, transl, side, shape_convention)
         _, vertices = self._forward(hand_pose, global_orient, transl, side, betas, shape_convention)
         return vertices.reshape(global_orient.shape[:-1] + vertices.shape[-2:]).to(global_orient.dtype)
 
