@@ -8,6 +8,7 @@ parameters, moved into the camera frame, using MANO files whose PCA basis is a r
 
 import pickle
 
+import datasets
 import numpy as np
 import pytest
 import torch
@@ -26,6 +27,7 @@ from synthetic_mano import synthetic_mano_data
 import datasets_unihand_mix.sources as sources
 from datasets_unihand_mix.converters import CONVERTERS, arctic, dexycb, get_converter, hot3d
 from datasets_unihand_mix.samples import sample_row
+from datasets_unihand_mix.schema import unihand_features
 from datasets_unihand_mix.sources import (
     ImageFiles,
     ManoModel,
@@ -225,7 +227,9 @@ def test_dexycb_left_hand_keeps_its_mano_convention_through_the_row(tmp_path, pu
     clip = list(dexycb.iter_clips(tmp_path / "dexycb", public_like_mano_dir))[1]
     row = sample_row(clip, split="test")
     validate_sample(row)
-    mano = row["mano_left"]
+    path = tmp_path / "row.parquet"
+    datasets.Dataset.from_list([row], features=unihand_features()).to_parquet(str(path))
+    mano = datasets.load_dataset("parquet", data_files=str(path), split="train")[0]["mano_left"]  # written, read back
     assert mano["shape_convention"] == "released"
     frames = clip.metadata["source_frames"]
     data = pickle.load(open(public_like_mano_dir / "MANO_LEFT.pkl", "rb"))
