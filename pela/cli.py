@@ -13,7 +13,7 @@ import json
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -335,13 +335,14 @@ def parse_command_args(command: Command, argv: Sequence[str]) -> list[Any]:
     import yaml
 
     parser = command_parser(command)
-    flags = [option for action in parser._actions for option in action.option_strings if option.startswith("--")]
+    options = [action for action in parser._actions if action.option_strings and action.dest != "help"]
+    flags = [option for action in options for option in action.option_strings]
     argv = list(argv)
     if argv and argv[0].endswith((".yaml", ".yml")):
         path = argv.pop(0)
         with open(path) as handle:
             values = yaml.safe_load(handle) or {}
-        known = {f.name for cls in command.arguments() for f in fields(cls)}
+        known = {action.dest for action in options}
         unknown = sorted(set(values) - known)
         if unknown:
             parser.error(f"unknown keys in {path}: {', '.join(_with_suggestion(key, known) for key in unknown)}")

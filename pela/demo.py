@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .arguments import KinematicsArguments
 from .progress import Heartbeat
 from .variants import VARIANTS
 
@@ -46,7 +47,7 @@ SPLITS = ("lab", "wild")
 
 
 @dataclass(kw_only=True)
-class DemoConfig:
+class DemoConfig(KinematicsArguments):
     """Everything ``pela demo`` does (``pela demo --help``; the defaults are ``make demo``'s)."""
 
     output_dir: str = "outputs/demo"
@@ -85,9 +86,6 @@ class DemoConfig:
     )
     progress_interval: float = field(
         default=20.0, metadata={"help": "seconds between progress lines of a running stage"}
-    )
-    mano_dir: str | None = field(
-        default=None, metadata={"help": "folder with your licensed MANO files (default: the built-in skeleton)"}
     )
 
     def __post_init__(self) -> None:
