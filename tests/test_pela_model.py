@@ -17,7 +17,7 @@ from pela_testing import (
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from modeling_pela import PELAConfig, PELAForPretraining
-from modeling_pela.perceiver import FrameTokenGrid, locality_bias
+from modeling_pela.perceiver import FrameTokenGrid, grid_coordinates
 from trainers.callbacks import PerceiverEMACallback
 
 BACKENDS = ("eager", "sdpa", "flex_attention")
@@ -269,25 +269,43 @@ def test_latent_perceivers_know_where_each_patch_lies():
         perceivers.latent_state(features, FrameTokenGrid(prefix=1, height=3, width=4))
 
 
-def test_latent_queries_start_with_a_home_region_on_the_frame():
-    """The locality prior lays the K queries on a lattice over the patch grid: at initialisation a query attends
-    most to the patches around its home (not uniformly), so different latents summarise different regions and the
-    latent state changes when only one region of the frame changes."""
-    grid = FrameTokenGrid(prefix=1, height=4, width=4)
-    bias = locality_bias(4, grid, slots=2, device=torch.device("cpu"), dtype=torch.float32)
-    assert bias.shape == (4, 2 * grid.num_tokens)
-    first_frame = bias[:, : grid.num_tokens]
-    torch.testing.assert_close(first_frame[:, 0], torch.zeros(4))  # CLS: no prior
-    torch.testing.assert_close(bias[:, grid.num_tokens :], first_frame)  # same prior for both frames
-    homes = first_frame[:, 1:].argmax(-1).tolist()  # patch index (row * 4 + col) of each query's peak
-    assert homes == [5, 6, 9, 10]  # a 2 x 2 lattice: one query per quadrant, ordered row by row
+def test_latent_state_says_where_things_are_to_an_attention_reader():
+    """The VLM reads the latent state by attention, which pools tokens: position must be in the latents' content, not
+    only in which latent carries a feature. A distinct feature at a random patch of a 4 x 4 grid, the LSP and a
+    one-query attention reader trained together must regress the patch's (row, column). With the position held only
+    by *which* latent or patch carries the feature (no keypoints), one coordinate stays at the mean (R^2 ~ 0)."""
+    torch.manual_seed(0)
     model = tiny_model()
-    features = torch.zeros(1, 2, grid.num_tokens, model.config.frame_dim)
-    changed = features.clone()
-    changed[:, :, 1] = 5.0  # the top-left patch only
-    delta = (model.perceiver.latent_state(changed, grid) - model.perceiver.latent_state(features, grid)).norm(dim=-1)
-    per_query = delta.mean(-1)[0]  # (K,)
-    assert per_query.argmax() == 0 and per_query[0] > 2 * per_query[1:].mean()
+    perceivers, width = model.perceiver, model.config.hidden_size
+    grid = FrameTokenGrid(prefix=1, height=4, width=4)
+    coords = grid_coordinates(grid, slots=1, device=torch.device("cpu"), dtype=torch.float32)
+    thing = torch.randn(model.config.frame_dim)
+    query = torch.nn.Parameter(torch.randn(width) * 0.02)
+    key, readout = torch.nn.Linear(width, width), torch.nn.Linear(width, 2)
+
+    def batch(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        patches = torch.randint(grid.height * grid.width, (size,)) + grid.prefix
+        features = torch.zeros(size, 1, grid.num_tokens, model.config.frame_dim)
+        features[torch.arange(size), 0, patches] = thing
+        return torch.cat([features, features], dim=1), coords[patches]
+
+    def read(features: torch.Tensor) -> torch.Tensor:
+        state = perceivers.latent_state(features, grid).flatten(1, 2)  # (M, 2K, D): the tokens the VLM sees
+        weights = (key(state) @ query).softmax(-1)
+        return readout((weights[..., None] * state).sum(1))
+
+    params = [p for p in perceivers.parameters() if p.requires_grad] + [query, *key.parameters(), *readout.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=3e-3)
+    for _ in range(300):
+        features, target = batch(16)
+        loss = (read(features) - target).square().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    features, target = batch(256)
+    with torch.no_grad():
+        r2 = 1 - (read(features) - target).square().sum(0) / (target - target.mean(0)).square().sum(0)
+    assert bool((r2 > 0.8).all()), r2
 
 
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients(mixed_batch):
