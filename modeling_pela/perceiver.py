@@ -51,12 +51,17 @@ class FrameTokenGrid:
         return self.prefix + self.repeats * self.height * self.width
 
 
+def _patch_coordinates(grid: FrameTokenGrid, device: torch.device) -> torch.Tensor:
+    """(h * w, 2) normalised (row, column) in [-1, 1] of one frame's patches, row-major."""
+    rows = torch.linspace(-1.0, 1.0, grid.height, device=device)
+    cols = torch.linspace(-1.0, 1.0, grid.width, device=device)
+    return torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1).reshape(-1, 2)
+
+
 def fourier_position_features(grid: FrameTokenGrid, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """(P, 4 * NUM_POSITION_FREQUENCIES) sin/cos features of each token's (row, column) in [-1, 1] at frequencies from
     pi up to the grid's Nyquist frequency; zeros for the prefix tokens."""
-    rows = torch.linspace(-1.0, 1.0, grid.height, device=device)
-    cols = torch.linspace(-1.0, 1.0, grid.width, device=device)
-    coords = torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1).reshape(-1, 2)  # (h * w, 2)
+    coords = _patch_coordinates(grid, device)
     frequencies = math.pi * torch.linspace(
         1.0, max(2.0, max(grid.height, grid.width) / 2), NUM_POSITION_FREQUENCIES, device=device
     )
@@ -69,9 +74,7 @@ def fourier_position_features(grid: FrameTokenGrid, device: torch.device, dtype:
 def grid_coordinates(grid: FrameTokenGrid, slots: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """(slots * P, 2) normalised (row, column) in [-1, 1] of every token of ``slots`` frames laid out as ``grid``;
     zeros for the prefix tokens (CLS)."""
-    rows = torch.linspace(-1.0, 1.0, grid.height, device=device)
-    cols = torch.linspace(-1.0, 1.0, grid.width, device=device)
-    coords = torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1).reshape(-1, 2).repeat(grid.repeats, 1)
+    coords = _patch_coordinates(grid, device).repeat(grid.repeats, 1)
     return torch.cat([coords.new_zeros(grid.prefix, 2), coords]).repeat(slots, 1).to(dtype)
 
 
