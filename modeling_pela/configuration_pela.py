@@ -187,6 +187,10 @@ class PELAConfig(MotionSpecialTokensMixin, PreTrainedConfig):
         perceiver_num_layers: perceiver layers, each a cross-attention block (queries over frame features) followed
             by a self-attention block over the latents (2 in the paper).
         perceiver_mlp_ratio: hidden width of the perceiver blocks' MLPs, as a multiple of ``perceiver_hidden_size``.
+        perceiver_readout_rank: features per patch of the perceivers' spatial readout (a linear map of the pooled
+            patch grid added to every latent, :class:`~modeling_pela.perceiver.SpatialReadout`); 0 turns it off.
+            Only used with a frame encoder (its tokens form a known patch grid).
+        perceiver_readout_grid: the readout pools the patch grid to this many cells per side.
         perceiver_head_hidden_size: hidden width of the 2-layer output MLP (``None``: the LLM width). Its output has
             ``2 x`` the LLM width and is split into the left-hand and right-hand heads.
         num_latent_queries: ``K``, learnable queries = latent actions per chunk; must equal ``tokens_per_chunk``.
@@ -220,6 +224,8 @@ class PELAConfig(MotionSpecialTokensMixin, PreTrainedConfig):
     perceiver_num_layers: int = 2
     perceiver_num_heads: int = 16
     perceiver_mlp_ratio: float = 4.0
+    perceiver_readout_rank: int = 16
+    perceiver_readout_grid: int = 8
     perceiver_head_hidden_size: int | None = None
     num_latent_queries: int = 128
     align_layer: int = 19
@@ -322,6 +328,7 @@ class PELAConfig(MotionSpecialTokensMixin, PreTrainedConfig):
         """Raise ``ValueError`` naming the offending field(s) if the configuration cannot build a PELA model."""
         positive = (
             "perceiver_hidden_size", "perceiver_num_layers", "perceiver_num_heads", "num_latent_queries",
+            "perceiver_readout_grid",
             "align_layer", "codebook_size", "tokens_per_chunk", "chunk_length",
         )  # fmt: skip
         for name in positive:
@@ -384,6 +391,9 @@ class PELAConfig(MotionSpecialTokensMixin, PreTrainedConfig):
             )
         if self.perceiver_head_hidden_size is not None and self.perceiver_head_hidden_size < 1:
             raise ValueError(f"perceiver_head_hidden_size must be >= 1, got {self.perceiver_head_hidden_size}")
+        rank = self.perceiver_readout_rank
+        if not isinstance(rank, int) or isinstance(rank, bool) or rank < 0:
+            raise ValueError(f"perceiver_readout_rank must be an int >= 0 (0: no spatial readout), got {rank!r}")
         if float(self.perceiver_mlp_ratio) <= 0:
             raise ValueError(f"perceiver_mlp_ratio must be > 0, got {self.perceiver_mlp_ratio}")
         if float(self.lambda_align) < 0:

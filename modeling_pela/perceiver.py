@@ -7,13 +7,13 @@ Both perceivers share one structure, the *trunk* (everything but the queries):
     num_layers x [cross-attention block: K latents attend to the frame tokens,
                   self-attention block over the K latents]                          -> (M, K, H)
     LayerNorm, 2-layer MLP H -> head_hidden -> 2 x D, split into a left-hand and a right-hand head -> (M, K, 2, D)
+    + spatial readout of the frames, the same for every latent (:class:`SpatialReadout`)  -> (M, K, 2, D)
 
 and ``K`` learnable *queries* (K, H). ``D`` is the LLM width. Attention over the frame tokens is permutation invariant, so
 where a patch lies in the frame enters as Fourier features of its normalised grid coordinates (as in Perceiver IO),
 for encoders whose tokens form a known patch grid (:class:`FrameTokenGrid`); precomputed features have none. With a
 grid, every cross-attention block also adds each latent's keypoints (where its heads attended, as coordinates) to
-its content, so that the latent state says *where* things are in a form an attention-pooling reader (the VLM) can
-use. LAP reads the boundary frames of a chunk (v_t, v_t+15) and gives latent actions; LSP reads the first frame twice (v_0, v_0) and gives the latent state injected into the VLM.
+its content, and the spatial readout adds a linear map of the whole pooled patch grid, so that the latent state says *where* things are in a form an attention-pooling reader (the VLM) can use. LAP reads the boundary frames of a chunk (v_t, v_t+15) and gives latent actions; LSP reads the first frame twice (v_0, v_0) and gives the latent state injected into the VLM.
 
 Decoupled updates: the LSP trunk and the LAP queries are optimised; the LAP trunk and the LSP queries are EMA copies
 (eqs. 6-7, :meth:`LatentPerceivers.ema_update`). The copies have ``requires_grad=False`` *and* are used detached, so no
@@ -127,6 +127,41 @@ class PerceiverAttentionBlock(nn.Module):
         return latents + self.mlp(self.norm_mlp(latents))
 
 
+class SpatialReadout(nn.Module):
+    """Where things are in each frame, as one content vector: a linear map of the whole (pooled) patch grid.
+
+    Each patch token x_p (F) is reduced to ``rank`` features u_p = Linear(x_p); the (h, w) grid of them is
+    average-pooled to a fixed ``grid_size`` x ``grid_size`` (so any input resolution works; tubelet repeats are
+    averaged), flattened per slot and LayerNorm-ed, and the (at most two) slots go through
+    ``Linear(2 * rank * grid_size^2, 2 * D)`` (a missing second slot counts as zeros): one D-vector per hand head,
+    added to every latent of that head after the perceiver's output head. Every pooled cell has its own weights, so
+    *where* a feature lies sets the vector, as in a linear probe of the flattened encoder tokens.
+
+    Why: the VLM reads the latent state by attention, which pools tokens by content. Without this readout the
+    position of a hand is held by which latents attended to it, and in the demo MCP training never learned to read it
+    (frame gain ~0, README "Latest result"); Fourier moments instead of the per-cell weights made the frame read but
+    did not lower the error.
+    Shapes: features (M, S, P, F) with S in {1, 2}, grid with ``grid.num_tokens == P`` -> (M, 2, D)."""
+
+    def __init__(self, frame_dim: int, output_size: int, rank: int, grid_size: int) -> None:
+        super().__init__()
+        self.grid_size = grid_size
+        self.down_proj = nn.Linear(frame_dim, rank)
+        cells = rank * grid_size**2
+        self.norm = nn.LayerNorm(cells)
+        self.out_proj = nn.Linear(2 * cells, len(HANDS) * output_size)
+
+    def forward(self, frame_features: torch.Tensor, grid: FrameTokenGrid) -> torch.Tensor:
+        batch, slots = frame_features.shape[:2]
+        features = self.down_proj(frame_features[:, :, grid.prefix :])  # (M, S, repeats * h * w, r)
+        features = features.unflatten(2, (grid.repeats, grid.height, grid.width)).mean(2)  # (M, S, h, w, r)
+        pooled = F.adaptive_avg_pool2d(features.flatten(0, 1).permute(0, 3, 1, 2), self.grid_size)
+        cells = self.norm(pooled.flatten(1)).unflatten(0, (batch, slots))  # (M, S, r * g * g)
+        if slots == 1:
+            cells = torch.cat([cells, torch.zeros_like(cells)], dim=1)
+        return self.out_proj(cells.flatten(1)).unflatten(-1, (len(HANDS), -1))
+
+
 class PerceiverLayer(nn.Module):
     """One perceiver layer: cross-attention of the latents over the frame tokens, then self-attention."""
 
@@ -155,6 +190,10 @@ class LatentPerceiverTrunk(nn.Module):
         self.layers = nn.ModuleList(
             [PerceiverLayer(hidden, config.perceiver_num_heads, mlp_hidden) for _ in range(config.perceiver_num_layers)]
         )
+        rank = config.perceiver_readout_rank
+        self.readout = None
+        if rank:
+            self.readout = SpatialReadout(config.frame_dim, config.hidden_size, rank, config.perceiver_readout_grid)
         self.norm = nn.LayerNorm(hidden)
         self.head = nn.Sequential(
             nn.Linear(hidden, head_hidden), nn.GELU(), nn.Linear(head_hidden, len(HANDS) * config.hidden_size)
@@ -177,8 +216,10 @@ class LatentPerceiverTrunk(nn.Module):
         latents = queries.to(tokens.dtype).expand(tokens.shape[0], -1, -1)
         for layer in self.layers:
             latents = layer(latents, tokens, coords)
-        out = self.head(self.norm(latents))
-        return out.unflatten(-1, (len(HANDS), -1))
+        out = self.head(self.norm(latents)).unflatten(-1, (len(HANDS), -1))
+        if grid is not None and self.readout is not None:
+            out = out + self.readout(frame_features, grid)[:, None]
+        return out
 
 
 class LatentQueries(nn.Module):

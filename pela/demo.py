@@ -68,6 +68,13 @@ class DemoConfig(KinematicsArguments):
     batch_size: int = 8
     learning_rate: float = 3e-3
     max_train_chunks: int = field(default=1, metadata={"help": "training clips cropped to this many chunks"})
+    mcp_full_mask_prob: float = field(
+        default=1.0,
+        metadata={
+            "help": "probability that an MCP target chunk is masked whole (0: the paper's hybrid masking); the demo "
+            "trains one chunk per clip and scores generation, where every token of the chunk is masked"
+        },
+    )
     num_ensembles: int = field(default=16, metadata={"help": "decoding runs averaged per test clip"})
     wild_fraction: float = field(default=1.0, metadata={"help": "share of the wild training clips used (paper Fig. 3)"})
     wild_fractions: list[float] = field(
@@ -278,7 +285,8 @@ def train_and_score(job: dict[str, Any]) -> dict[str, Any]:
     )
     args = pela_training_arguments(
         job["output_dir"], max_steps=config.pretrain_steps, per_device_train_batch_size=config.batch_size,
-        learning_rate=config.learning_rate, logging_steps=max(1, config.pretrain_steps // 20), save_strategy="no",
+        learning_rate=config.learning_rate, mcp_full_mask_prob=config.mcp_full_mask_prob,
+        logging_steps=max(1, config.pretrain_steps // 20), save_strategy="no",
         use_cpu=not torch.cuda.is_available(), disable_tqdm=True, seed=seed, report_to="none",
         overwrite_output_dir=True,  # a re-run into the same --output-dir replaces its models
     )  # fmt: skip

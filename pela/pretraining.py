@@ -85,7 +85,13 @@ def pretrain(
     torch.manual_seed(args.seed)
     model = build_model(variant, preset, motion_tokenizer.config, init_from, frame_encoder, vlm).train()
     use_special_tokens_of(model, processor.tokenizer)
-    collator = PELADataCollator(processor, motion_tokenizer, seed=args.seed, objective=model.config.objective)
+    collator = PELADataCollator(
+        processor,
+        motion_tokenizer,
+        seed=args.seed,
+        objective=model.config.objective,
+        full_mask_prob=getattr(args, "mcp_full_mask_prob", 0.0),
+    )
     if not model.config.align:  # without alignment an unlabelled (video-only) row gives no loss: skip it
         train_rows = train_rows.filter(is_labelled_row)
     eval_rows = None

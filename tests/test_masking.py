@@ -75,3 +75,23 @@ def test_masks_depend_only_on_seed_and_sample_id():
 def test_rejects_batched_layouts():
     with pytest.raises(ValueError, match=r"\(L,\)"):
         hybrid_chunk_mask(torch.zeros(2, 5, dtype=torch.long), labeled=True, generator=sample_generator(0, "x"))
+
+
+def test_full_mask_prob_masks_whole_targets_and_leaves_the_papers_draws_alone_at_zero():
+    chunk_ids = _layout(3)
+    whole = 0
+    for i in range(2000):
+        paper = hybrid_chunk_mask(chunk_ids, labeled=True, generator=sample_generator(0, f"s{i}"))
+        default = hybrid_chunk_mask(chunk_ids, labeled=True, generator=sample_generator(0, f"s{i}"), full_mask_prob=0.0)
+        assert torch.equal(paper.masked, default.masked) and paper.ratio == default.ratio
+        half = hybrid_chunk_mask(chunk_ids, labeled=True, generator=sample_generator(0, f"s{i}"), full_mask_prob=0.5)
+        assert half.target_chunk == paper.target_chunk
+        whole += half.ratio == 1.0
+        if half.ratio == 1.0:
+            assert bool(half.masked[chunk_ids == half.target_chunk].all())
+        always = hybrid_chunk_mask(chunk_ids, labeled=True, generator=sample_generator(0, f"s{i}"), full_mask_prob=1.0)
+        assert always.ratio == 1.0 and bool(always.masked[chunk_ids == always.target_chunk].all())
+    # P(whole) = 0.5 + 0.5 / 11 = 0.545 over 2000 draws: std 0.011
+    assert abs(whole / 2000 - (0.5 + 0.5 / len(TARGET_RATIOS))) < 0.04, whole
+    with pytest.raises(ValueError, match="full_mask_prob"):
+        hybrid_chunk_mask(chunk_ids, labeled=True, generator=sample_generator(0, "x"), full_mask_prob=1.5)

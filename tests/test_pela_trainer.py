@@ -54,6 +54,22 @@ def test_collator_masks_per_task_and_is_deterministic():
             assert not masked[context].any()
 
 
+def test_collator_full_mask_prob_masks_every_token_of_the_target_chunk():
+    model = tiny_model()
+    rows = [row for row in _rows(8) if row["task_type"] == "motion_generation"]
+    assert rows
+    batch = PELADataCollator(tiny_processor(model.config), seed=3, full_mask_prob=1.0)(rows)
+    for b in range(len(rows)):
+        chunk_ids = batch["chunk_ids"][b]
+        target = chunk_ids[(batch["input_ids"][b] == model.config.mask_token_id) & (chunk_ids >= 0)].unique()
+        assert target.numel() >= 1
+        whole = torch.isin(chunk_ids, target[:1])  # the target chunk (later chunks: 5% each)
+        assert bool((batch["input_ids"][b][whole] == model.config.mask_token_id).all())
+        assert bool((batch["labels"][b][whole] != -100).all())
+    with pytest.raises(ValueError, match="full_mask_prob"):
+        PELADataCollator(tiny_processor(model.config), full_mask_prob=-0.1)
+
+
 def test_next_token_collation_teacher_forces_every_target_token():
     model = tiny_model(objective="next_token", align=False)
     processor = tiny_processor(model.config)

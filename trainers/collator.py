@@ -40,13 +40,23 @@ class PELADataCollator:
             precomputed tokens were made by it).
         seed: masking seed.
         objective: the model's ``config.objective`` (``PELATrainer`` refuses a collator that does not match it).
+        full_mask_prob: probability that an MCP target chunk is masked whole (:func:`trainers.masking.hybrid_chunk_mask`;
+            0 is the paper's scheme).
     """
 
     def __init__(
-        self, processor: Any, motion_tokenizer: Any = None, seed: int = 0, objective: str = "masked_chunk"
+        self,
+        processor: Any,
+        motion_tokenizer: Any = None,
+        seed: int = 0,
+        objective: str = "masked_chunk",
+        full_mask_prob: float = 0.0,
     ) -> None:
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        if not 0.0 <= full_mask_prob <= 1.0:
+            raise ValueError(f"full_mask_prob must be in [0, 1], got {full_mask_prob}")
+        self.full_mask_prob = full_mask_prob
         self.processor = processor
         self.motion_tokenizer = motion_tokenizer
         self.seed = seed
@@ -68,6 +78,7 @@ class PELADataCollator:
             labeled=True,
             first_target=int(encoded["first_target_chunk"]),
             generator=sample_generator(self.seed, sample_id, self.epoch),
+            full_mask_prob=self.full_mask_prob,
         )
         input_ids = encoded["input_ids"].clone()
         input_ids[mask.masked] = self.processor.mask_token_id

@@ -5,7 +5,9 @@ For one sequence with N motion chunks:
 * one chunk is drawn as the prediction target (uniformly among the allowed ones);
 * chunks before the target are kept intact;
 * inside the target, a ratio r is drawn uniformly from ``TARGET_RATIOS`` = {0.05, 0.15, ..., 0.95, 1.0} and
-  ``max(1, round(r * n))`` of its n tokens are masked (a uniformly random subset);
+  ``max(1, round(r * n))`` of its n tokens are masked (a uniformly random subset); with ``full_mask_prob`` > 0 (not
+  in the paper, default 0) the whole target is masked with that probability before the ratio draw, which trains more
+  often on what generation faces: a chunk with no visible token (the ratio 1.0 alone gives 1/11 of the targets);
 * tokens of chunks after the target are masked independently with probability ``LATER_CHUNK_PROB`` = 0.05;
 * video-only samples (no motion labels) have every motion token masked and no MCP target.
 
@@ -54,6 +56,7 @@ def hybrid_chunk_mask(
     first_target: int = 0,
     target_ratios: tuple[float, ...] = TARGET_RATIOS,
     later_chunk_prob: float = LATER_CHUNK_PROB,
+    full_mask_prob: float = 0.0,
 ) -> ChunkMask:
     """Draw the hybrid MCP mask of one sequence.
 
@@ -63,7 +66,10 @@ def hybrid_chunk_mask(
         labeled: False for video-only samples: every motion position is masked, no target is drawn.
         generator: the per-sample random source (:func:`sample_generator`).
         first_target: smallest chunk id allowed as target (``context_chunks`` of a motion-continuation sample).
+        full_mask_prob: probability of masking the whole target chunk instead of drawing a ratio (0: the paper).
     """
+    if not 0.0 <= full_mask_prob <= 1.0:
+        raise ValueError(f"full_mask_prob must be in [0, 1], got {full_mask_prob}")
     if chunk_ids.ndim != 1:
         raise ValueError(f"chunk_ids must be (L,), got shape {tuple(chunk_ids.shape)}")
     is_motion = chunk_ids >= 0
@@ -75,6 +81,8 @@ def hybrid_chunk_mask(
         return ChunkMask(masked=torch.zeros_like(is_motion), target_chunk=-1, ratio=0.0)
     target = int(candidates[torch.randint(candidates.numel(), (1,), generator=generator)])
     ratio = target_ratios[int(torch.randint(len(target_ratios), (1,), generator=generator))]
+    if full_mask_prob and float(torch.rand((), generator=generator)) < full_mask_prob:
+        ratio = 1.0
     positions = torch.nonzero(chunk_ids == target).flatten()
     count = max(1, round(ratio * positions.numel()))
     chosen = positions[torch.randperm(positions.numel(), generator=generator)[:count]]

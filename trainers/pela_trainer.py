@@ -70,6 +70,13 @@ class PELATrainingArguments(TrainingArguments):
             "without it such an output_dir is refused unless resume_from_checkpoint is set"
         },
     )
+    mcp_full_mask_prob: float = field(
+        default=0.0,
+        metadata={
+            "help": "probability that a Masked Chunk Prediction target chunk is masked whole, as in generation "
+            "(0: the paper's hybrid masking, where 1/11 of the targets are)"
+        },
+    )
     eval_max_rows: int | None = field(
         default=None,
         metadata={
