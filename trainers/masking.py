@@ -6,7 +6,7 @@ For one sequence with N motion chunks:
 * chunks before the target are kept intact;
 * inside the target, a ratio r is drawn uniformly from ``TARGET_RATIOS`` = {0.05, 0.15, ..., 0.95, 1.0} and
   ``max(1, round(r * n))`` of its n tokens are masked (a uniformly random subset); with ``full_mask_prob`` > 0 (not
-  in the paper, default 0) the whole target is masked with that probability before the ratio draw, which trains more
+  in the paper, default 0) the whole target is masked with that probability instead of the drawn ratio, which trains more
   often on what generation faces: a chunk with no visible token (the ratio 1.0 alone gives 1/11 of the targets);
 * tokens of chunks after the target are masked independently with probability ``LATER_CHUNK_PROB`` = 0.05;
 * video-only samples (no motion labels) have every motion token masked and no MCP target.
