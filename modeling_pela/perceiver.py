@@ -13,7 +13,10 @@ and ``K`` learnable *queries* (K, H). ``D`` is the LLM width. Attention over the
 where a patch lies in the frame enters as Fourier features of its normalised grid coordinates (as in Perceiver IO),
 for encoders whose tokens form a known patch grid (:class:`FrameTokenGrid`); precomputed features have none. With a
 grid, every cross-attention block also adds each latent's keypoints (where its heads attended, as coordinates) to
-its content, and the spatial readout adds a linear map of the whole pooled patch grid, so that the latent state says *where* things are in a form an attention-pooling reader (the VLM) can use. LAP reads the boundary frames of a chunk (v_t, v_t+15) and gives latent actions; LSP reads the first frame twice (v_0, v_0) and gives the latent state injected into the VLM.
+its content, and the spatial readout adds a linear map of the whole pooled patch grid, so that the latent state says
+*where* things are in a form an attention-pooling reader (the VLM) can use. LAP reads the boundary frames of a chunk
+(v_t, v_t+15) and gives latent actions; LSP reads the first frame twice (v_0, v_0) and gives the latent state injected
+into the VLM.
 
 Decoupled updates: the LSP trunk and the LAP queries are optimised; the LAP trunk and the LSP queries are EMA copies
 (eqs. 6-7, :meth:`LatentPerceivers.ema_update`). The copies have ``requires_grad=False`` *and* are used detached, so no
@@ -138,9 +141,8 @@ class SpatialReadout(nn.Module):
     *where* a feature lies sets the vector, as in a linear probe of the flattened encoder tokens.
 
     Why: the VLM reads the latent state by attention, which pools tokens by content. Without this readout the
-    position of a hand is held by which latents attended to it, and in the demo MCP training never learned to read it
-    (frame gain ~0, README "Latest result"); Fourier moments instead of the per-cell weights made the frame read but
-    did not lower the error.
+    position of a hand is held only by which latents attended to it, which MCP training did not learn to read (frame
+    gain ~0 in the demo, README "Latest result").
     Shapes: features (M, S, P, F) with S in {1, 2}, grid with ``grid.num_tokens == P`` -> (M, 2, D)."""
 
     def __init__(self, frame_dim: int, output_size: int, rank: int, grid_size: int) -> None:

@@ -16,7 +16,7 @@ from transformers import BatchFeature
 
 from modeling_pela.configuration_pela import OBJECTIVES
 
-from .masking import hybrid_chunk_mask, sample_generator
+from .masking import check_full_mask_prob, hybrid_chunk_mask, sample_generator
 
 IGNORE_INDEX = -100
 
@@ -40,8 +40,8 @@ class PELADataCollator:
             precomputed tokens were made by it).
         seed: masking seed.
         objective: the model's ``config.objective`` (``PELATrainer`` refuses a collator that does not match it).
-        full_mask_prob: probability that an MCP target chunk is masked whole (:func:`trainers.masking.hybrid_chunk_mask`;
-            0 is the paper's scheme).
+        full_mask_prob: probability that an MCP target chunk is masked whole
+            (:func:`trainers.masking.hybrid_chunk_mask`; 0 is the paper's scheme).
     """
 
     def __init__(
@@ -54,8 +54,7 @@ class PELADataCollator:
     ) -> None:
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-        if not 0.0 <= full_mask_prob <= 1.0:
-            raise ValueError(f"full_mask_prob must be in [0, 1], got {full_mask_prob}")
+        check_full_mask_prob(full_mask_prob)
         self.full_mask_prob = full_mask_prob
         self.processor = processor
         self.motion_tokenizer = motion_tokenizer

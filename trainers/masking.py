@@ -5,9 +5,9 @@ For one sequence with N motion chunks:
 * one chunk is drawn as the prediction target (uniformly among the allowed ones);
 * chunks before the target are kept intact;
 * inside the target, a ratio r is drawn uniformly from ``TARGET_RATIOS`` = {0.05, 0.15, ..., 0.95, 1.0} and
-  ``max(1, round(r * n))`` of its n tokens are masked (a uniformly random subset); with ``full_mask_prob`` > 0 (not
-  in the paper, default 0) the whole target is masked with that probability instead of the drawn ratio, which trains more
-  often on what generation faces: a chunk with no visible token (the ratio 1.0 alone gives 1/11 of the targets);
+  ``max(1, round(r * n))`` of its n tokens are masked (a uniformly random subset); with ``full_mask_prob`` > 0
+  (not in the paper, default 0) the whole target is masked with that probability instead of the drawn ratio, which
+  trains more often on what generation faces: a chunk with no visible token (the ratio 1.0 alone gives 1/11);
 * tokens of chunks after the target are masked independently with probability ``LATER_CHUNK_PROB`` = 0.05;
 * video-only samples (no motion labels) have every motion token masked and no MCP target.
 
@@ -48,6 +48,12 @@ def sample_generator(seed: int, sample_id: str, epoch: int = 0) -> torch.Generat
     return torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
 
 
+def check_full_mask_prob(full_mask_prob: float) -> None:
+    """Raise ``ValueError`` unless ``full_mask_prob`` is a probability."""
+    if not 0.0 <= full_mask_prob <= 1.0:
+        raise ValueError(f"full_mask_prob must be in [0, 1], got {full_mask_prob}")
+
+
 def hybrid_chunk_mask(
     chunk_ids: torch.Tensor,
     *,
@@ -68,8 +74,7 @@ def hybrid_chunk_mask(
         first_target: smallest chunk id allowed as target (``context_chunks`` of a motion-continuation sample).
         full_mask_prob: probability of masking the whole target chunk instead of drawing a ratio (0: the paper).
     """
-    if not 0.0 <= full_mask_prob <= 1.0:
-        raise ValueError(f"full_mask_prob must be in [0, 1], got {full_mask_prob}")
+    check_full_mask_prob(full_mask_prob)
     if chunk_ids.ndim != 1:
         raise ValueError(f"chunk_ids must be (L,), got shape {tuple(chunk_ids.shape)}")
     is_motion = chunk_ids >= 0
