@@ -35,6 +35,13 @@ Input contract of :meth:`PELAForPretraining.forward` (B samples, L tokens, N chu
 * ``is_labeled`` (B,) bool: MCP is applied only to labelled samples (video-only samples: False).
 * optional ``align_chunk_mask`` (B, N) bool restricting the alignment loss to some chunks, and ``chunk_ids``
   (B, L) int64 (derived from ``input_ids`` when absent; checked when given).
+
+Packed batches (``trainers.packing``): with ``position_ids`` (R, L) int64 restarting at 0 at every sample, the R rows
+of ``input_ids``, ``attention_mask`` (0 for the padding after a row's last sample), ``labels`` and ``chunk_ids``
+(numbered per sample) hold S samples end to end (:mod:`modeling_pela.packed_sequences`); every per-sample input above
+(``pixel_values``, frames, ``chunk_hands``, ``chunk_frames``, ``is_labeled``, ``align_chunk_mask``) then has one
+entry per sample, in row-major order, and B reads S. Attention never crosses a sample boundary and the outputs and
+losses are those of the same S samples unpacked.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ from transformers.masking_utils import create_masks_for_generate
 from transformers.utils import ModelOutput
 
 from .configuration_pela import PELAConfig
+from .packed_sequences import SampleLayout, same_sample_function
 from .perceiver import HANDS, FrameTokenGrid, LatentPerceivers, LatentQueries
 from .rotations import axis_angle_to_rotation_6d, rotation_6d_to_axis_angle
 
@@ -455,6 +463,7 @@ class PELAForPretraining(PELAPreTrainedModel):
             "attention_mask": (batch, length),
             "labels": (batch, length),
             "chunk_ids": (batch, length),
+            "position_ids": (batch, length),
             "is_labeled": (batch,),
         }
         for name, shape in expected.items():
@@ -589,10 +598,12 @@ class PELAForPretraining(PELAPreTrainedModel):
         chunk_ids: torch.Tensor,
         past_key_values: DynamicCache | None = None,
         position_ids: torch.Tensor | None = None,
+        sample_index: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the text decoder on (B, q, D) embeddings. ``attention_mask`` (B, past + q) and ``chunk_ids``
-        (B, past + q) cover the cached positions too. Returns the final (post-norm) hidden states and the output of
-        ``align_layer``, both (B, q, D)."""
+        (B, past + q) cover the cached positions too; ``sample_index`` (B, q), packed rows only, confines attention
+        to each sample (chunk ids must then be unique within a row). Returns the final (post-norm) hidden states and
+        the output of ``align_layer``, both (B, q, D)."""
         decoder = self.get_decoder()
         implementation = decoder.config._attn_implementation or ""
         masked_chunk = self.config.objective == "masked_chunk"
@@ -610,6 +621,7 @@ class PELAForPretraining(PELAPreTrainedModel):
             past_key_values=past_key_values,
             position_ids=position_ids,
             or_mask_function=chunk_attention_function(chunk_ids) if masked_chunk else None,
+            and_mask_function=None if sample_index is None else same_sample_function(sample_index),
         )
         captured: list[torch.Tensor] = []
         with _capture_output(decoder.layers[self.config.align_layer - 1], captured):
@@ -637,12 +649,19 @@ class PELAForPretraining(PELAPreTrainedModel):
         is_labeled: torch.BoolTensor | None = None,
         align_chunk_mask: torch.BoolTensor | None = None,
         chunk_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
     ) -> PELAPretrainingOutput:
         """Pretraining forward pass (inputs in the module docstring; outputs in :class:`PELAPretrainingOutput`).
 
         The alignment loss is computed when ``config.align`` and ``chunk_frames`` are given; MCP / text losses when
-        ``labels`` are given."""
+        ``labels`` are given. With ``position_ids`` the rows are packed samples (module docstring): the outputs have
+        one entry per sample."""
         config = self.config
+        layout, rows = None, input_ids
+        if position_ids is not None:
+            layout, input_ids, attention_mask, labels, chunk_ids = self._unpack_samples(
+                input_ids, position_ids, attention_mask, labels, chunk_ids
+            )
         self._check_inputs(
             input_ids, attention_mask=attention_mask, labels=labels, chunk_ids=chunk_ids, is_labeled=is_labeled,
             chunk_hands=chunk_hands, chunk_frames=chunk_frames, align_chunk_mask=align_chunk_mask,
@@ -664,7 +683,14 @@ class PELAForPretraining(PELAPreTrainedModel):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         embeds = self._embed(input_ids, pixel_values, frame_pixel_values, frame_features)
-        hidden, align_hidden = self._decode(embeds, attention_mask, chunk_ids)
+        if layout is None:
+            hidden, align_hidden = self._decode(embeds, attention_mask, chunk_ids)
+        else:
+            hidden, align_hidden = self._decode(
+                layout.pack(embeds), torch.ones_like(rows), self.chunk_ids_from_input_ids(rows),
+                position_ids=position_ids.to(rows.device), sample_index=layout.sample_index,
+            )  # fmt: skip
+            hidden, align_hidden = layout.unpack(hidden), layout.unpack(align_hidden)
         flat = positions.flatten(1)
         gather = flat[..., None].expand(-1, -1, hidden.shape[-1])
         predictive = align_hidden.gather(1, gather).view(batch, num_chunks, K, -1)
@@ -716,6 +742,28 @@ class PELAForPretraining(PELAPreTrainedModel):
             latent_actions=latent_actions,
             chunk_mask=chunk_mask,
             latent_action_std=latent_std,
+        )
+
+    def _unpack_samples(
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        chunk_ids: torch.Tensor | None,
+    ) -> tuple[SampleLayout, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Packed rows (R, L) -> their :class:`SampleLayout` and the per-sample (S, L_s) ``input_ids``,
+        ``attention_mask``, ``labels`` and ``chunk_ids`` (right-padded)."""
+        self._check_inputs(
+            input_ids, attention_mask=attention_mask, labels=labels, chunk_ids=chunk_ids, position_ids=position_ids
+        )
+        layout = SampleLayout.from_position_ids(position_ids.to(input_ids.device), attention_mask)
+        return (
+            layout,
+            layout.unpack(input_ids),
+            layout.valid.long(),
+            None if labels is None else layout.unpack(labels.to(input_ids.device), IGNORE_INDEX),
+            None if chunk_ids is None else layout.unpack(chunk_ids.to(input_ids.device), -1),
         )
 
     def _check_targets_masked(self, motion_ids: torch.Tensor, motion_labels: torch.Tensor) -> None:

@@ -84,15 +84,17 @@ class PELADataCollator:
         new_labels = torch.where(chunk_ids >= 0, torch.where(mask.masked, labels, IGNORE_INDEX), labels)
         return {**encoded, "input_ids": input_ids, "labels": new_labels}
 
+    def encode_row(self, row: Mapping[str, Any], index: int = 0) -> dict[str, Any]:
+        """One UniHand-Mix row -> its unpadded ``PELAProcessor.encode_sample`` tensors with this collator's targets
+        (``index`` names a row without ``id`` in errors and seeds its mask)."""
+        sample_id = str(row.get("id", index))
+        try:
+            item = self.processor.encode_sample(row, self.motion_tokenizer)
+        except (KeyError, ValueError) as err:
+            raise ValueError(f"sample {sample_id!r}: cannot build PELA inputs ({err})") from err
+        return self.mask_encoded(item, sample_id) if self.objective == "masked_chunk" else item
+
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> BatchFeature:
-        encoded = []
-        for index, row in enumerate(rows):
-            sample_id = str(row.get("id", index))
-            try:
-                item = self.processor.encode_sample(row, self.motion_tokenizer)
-            except (KeyError, ValueError) as err:
-                raise ValueError(f"sample {sample_id!r}: cannot build PELA inputs ({err})") from err
-            encoded.append(self.mask_encoded(item, sample_id) if self.objective == "masked_chunk" else item)
-        batch = self.processor.collate(encoded)
+        batch = self.processor.collate([self.encode_row(row, index) for index, row in enumerate(rows)])
         del batch["first_target_chunk"]  # a collator field, not a model input
         return batch
