@@ -113,8 +113,9 @@ def pretrain(
         resume = last_complete_checkpoint(args.output_dir)
     trainer.train(resume_from_checkpoint=resume)
     if trainer.is_world_process_zero():
+        rows = f"packed rows of {args.packing_length} tokens" if getattr(args, "packing", False) else "sequences"
         training = (
-            f"{trainer.state.global_step} steps x {args.per_device_train_batch_size * args.world_size} sequences "
+            f"{trainer.state.global_step} steps x {args.per_device_train_batch_size * args.world_size} {rows} "
             f"(x {args.gradient_accumulation_steps} accumulation), lr {args.learning_rate}, seed {args.seed}"
         )
         skipped = next((h for h in reversed(trainer.state.log_history) if "data_skipped" in h), {})

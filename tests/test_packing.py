@@ -3,6 +3,7 @@ other, flex_attention equals sdpa on packed rows, and the packer keeps every sam
 
 from __future__ import annotations
 
+import datasets
 import pytest
 import torch
 from pela_testing import make_sample, single_thread, tiny_model, tiny_processor  # noqa: F401  (autouse: one thread)
@@ -10,6 +11,7 @@ from pela_testing import make_sample, single_thread, tiny_model, tiny_processor 
 from modeling_pela.packed_sequences import SampleLayout
 from trainers.collator import PELADataCollator
 from trainers.packing import PackedCollator, PackedSamples, best_fit_decreasing
+from trainers.pela_trainer import PELATrainer, pela_training_arguments
 
 SEQ_LENGTH = 1200
 
@@ -143,3 +145,43 @@ def test_packed_stream_is_deterministic_and_names_a_sample_too_long(collator):
         assert all(torch.equal(x["input_ids"], y["input_ids"]) for x, y in zip(a, b, strict=True))
     with pytest.raises(ValueError, match=r"sample 'test/2/motion_generation' has \d+ tokens.*--packing_length"):
         list(PackedSamples(rows, collator, seq_length=500, buffer_size=4))
+
+
+def test_packed_training_weighs_every_sample_once_across_accumulated_batches(tmp_path):
+    """Two accumulated packed rows of 2 and 3 samples: one SGD step moves the weights by the gradient of the mean
+    loss of the 5 samples unpacked (a mean of the two rows' means would weigh them 1/4 and 1/6)."""
+    rows = [
+        make_sample("video_only", hands=("left", "right"), seed=1),
+        make_sample("motion_generation", num_chunks=1, seed=4),
+        make_sample("motion_generation", num_chunks=2, seed=5),
+        make_sample("motion_generation", num_chunks=1, seed=6),
+        make_sample("motion_generation", num_chunks=1, seed=7),
+    ]
+    model = tiny_model().train()
+    collator = PELADataCollator(tiny_processor(model.config))
+    assert [len(b) for b in PackedSamples(rows, collator, SEQ_LENGTH)] == [2, 3]
+    trained = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+    args = pela_training_arguments(
+        str(tmp_path), max_steps=1, per_device_train_batch_size=1, gradient_accumulation_steps=2, packing=True,
+        packing_length=SEQ_LENGTH, optim="sgd", learning_rate=1.0, weight_decay=0.0, max_grad_norm=0.0,
+        lr_scheduler_type="constant", warmup_steps=0, save_strategy="no", use_cpu=True, disable_tqdm=True,
+    )  # fmt: skip
+    stream = datasets.IterableDataset.from_generator(lambda: iter(rows))
+    PELATrainer(model=model, args=args, train_dataset=stream, data_collator=collator).train()
+    reference = tiny_model().train()
+    reference(**collator(rows)).loss.backward()
+    for name, parameter in reference.named_parameters():
+        if parameter.grad is not None:
+            step = trained[name] - dict(model.named_parameters())[name].detach()
+            torch.testing.assert_close(step, parameter.grad, atol=1e-6, rtol=1e-4, msg=name)
+
+
+def test_packing_refuses_a_training_set_that_is_not_streamed(tmp_path):
+    model = tiny_model()
+    args = pela_training_arguments(str(tmp_path), max_steps=1, packing=True, use_cpu=True, save_strategy="no")
+    rows = [make_sample("motion_generation", seed=0)]
+    trainer = PELATrainer(
+        model=model, args=args, train_dataset=rows, data_collator=PELADataCollator(tiny_processor(model.config))
+    )
+    with pytest.raises(ValueError, match="packing=True packs a streamed training set, got a list"):
+        trainer.get_train_dataloader()

@@ -8,6 +8,9 @@ The loss itself is computed per sample by ``PELAForPretraining.forward``; the tr
 * streaming input: a ``datasets.IterableDataset`` that is not split yet is split across ranks with
   ``split_dataset_by_node`` (by whole shards when their number divides by the world size, else row by row), without
   accelerate re-sharding it; one already split (``stream_unihand_mix(rank=, world_size=)``) is used as it is;
+* sequence packing (``packing=True``, streamed training sets): samples laid end to end in rows of ``packing_length``
+  tokens (:mod:`trainers.packing`), each sample weighing the same in the loss of a step whatever the rows, the
+  accumulated batches and the processes it shares them with;
 * crash-safe checkpoints (:class:`~trainers.checkpointing.AtomicCheckpointMixin`) and the decoupled perceiver EMA
   (:class:`~trainers.callbacks.PerceiverEMACallback`, added automatically).
 
@@ -35,6 +38,7 @@ from modeling_pela.pipeline_pela import CUSTOM_PIPELINES, MOTION_TOKENIZER_SUBFO
 
 from .callbacks import PerceiverEMACallback
 from .checkpointing import AtomicCheckpointMixin
+from .packing import PackedCollator, PackedSamples
 
 IGNORE_INDEX = -100
 LOGGED_LOSSES = ("mcp_loss", "align_loss", "text_loss", "latent_action_std")
@@ -77,6 +81,17 @@ class PELATrainingArguments(TrainingArguments):
             "(0: the paper's hybrid masking, where 1/11 of the targets are)"
         },
     )
+    packing: bool = field(
+        default=False,
+        metadata={
+            "help": "pack streamed samples end to end into rows of packing_length tokens (no padding between them; "
+            "per_device_train_batch_size then counts rows); the losses are those of the samples unpacked"
+        },
+    )
+    packing_length: int = field(default=8192, metadata={"help": "tokens per packed row (longer samples are refused)"})
+    packing_buffer_size: int = field(
+        default=256, metadata={"help": "streamed samples packed together (best-fit-decreasing) into rows"}
+    )
     eval_max_rows: int | None = field(
         default=None,
         metadata={
@@ -105,15 +120,13 @@ class _Window:
                 self.sums[key] = self.sums.get(key, 0) + value.detach().float().mean()
                 self.counts[key] = self.counts.get(key, 0) + 1
         labels, chunk_ids, logits = inputs.get("labels"), inputs.get("chunk_ids"), outputs.logits
-        if labels is None or chunk_ids is None or logits is None:
+        if labels is None or chunk_ids is None or logits is None or outputs.chunk_mask is None:
             return
-        predicted = logits.detach().argmax(-1) + motion_token_offset  # (B, N, K) model ids
-        for b in range(labels.shape[0]):
-            target = labels[b][chunk_ids[b] >= 0]  # motion positions in order: chunk by chunk, K each
-            guess = predicted[b].flatten()[: target.numel()]
-            valid = target != IGNORE_INDEX
-            self.correct = self.correct + (guess[valid] == target[valid]).sum()
-            self.total = self.total + valid.sum()
+        target = labels[chunk_ids >= 0]  # every sample's motion positions, sample after sample, K per chunk
+        guess = (logits.detach().argmax(-1) + motion_token_offset)[outputs.chunk_mask].flatten()  # same order
+        valid = target != IGNORE_INDEX
+        self.correct = self.correct + (guess[valid] == target[valid]).sum()
+        self.total = self.total + valid.sum()
 
     def summary(self, reduce: Callable[[torch.Tensor], torch.Tensor], device: torch.device) -> dict[str, float]:
         """Means over the window of every process: ``reduce`` sums a tensor over the processes (every process calls
@@ -186,6 +199,8 @@ class PELATrainer(AtomicCheckpointMixin, Trainer):
             and has_length(self.train_dataset)
         ):
             self.add_callback(_CollatorEpochCallback(self.data_collator))
+        if getattr(self.args, "packing", False):
+            self.model_accepts_loss_kwargs = True  # compute_loss weighs the samples with num_items_in_batch
         self._windows = {"train": _Window(), "eval": _Window()}
         self.motion_tokenizer = motion_tokenizer
         self.kinematics = kinematics
@@ -251,15 +266,25 @@ class PELATrainer(AtomicCheckpointMixin, Trainer):
             save_pipeline_code(output_dir)
 
     def get_train_dataloader(self) -> DataLoader:
-        dataset = self.train_dataset
+        dataset, packing = self.train_dataset, getattr(self.args, "packing", False)
         if not isinstance(dataset, datasets.IterableDataset):
+            if packing:
+                raise ValueError(
+                    f"packing=True packs a streamed training set, got a {type(dataset).__name__}: pass a "
+                    "datasets.IterableDataset (e.g. dataset.to_iterable_dataset()) or set packing=False"
+                )
             return super().get_train_dataloader()
         if self.args.world_size > 1 and getattr(dataset, "_distributed", None) is None:  # not split yet
             dataset = split_dataset_by_node(dataset, rank=self.args.process_index, world_size=self.args.world_size)
+        collate_fn = self.data_collator
+        if packing:
+            length = self.args.packing_length
+            dataset = PackedSamples(dataset, self.data_collator, length, self.args.packing_buffer_size)
+            collate_fn = PackedCollator(self.data_collator.processor, length)
         return _EpochDataLoader(
             dataset,
             batch_size=self.args.per_device_train_batch_size,
-            collate_fn=self.data_collator,
+            collate_fn=collate_fn,
             num_workers=self.args.dataloader_num_workers,
             pin_memory=self.args.dataloader_pin_memory and torch.accelerator.is_available(),  # no warning on CPU
             drop_last=self.args.dataloader_drop_last,
@@ -277,7 +302,24 @@ class PELATrainer(AtomicCheckpointMixin, Trainer):
             raise ValueError("the batch gives no loss: it needs labels (MCP/text) or chunk_frames (alignment)")
         offset = self.accelerator.unwrap_model(model).config.motion_token_offset
         self._windows["train" if model.training else "eval"].add(outputs, inputs, offset)
-        return (outputs.loss, outputs) if return_outputs else outputs.loss
+        loss = outputs.loss
+        if num_items_in_batch is not None and "position_ids" in inputs:
+            loss = loss * outputs.chunk_mask.shape[0] / num_items_in_batch  # sum over this batch's samples / all
+            if self.args.average_tokens_across_devices:
+                loss = loss * self.accelerator.num_processes  # DDP averages the gradients over the processes
+        return (loss, outputs) if return_outputs else loss
+
+    def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> torch.Tensor | None:
+        """Packed batches: the number of samples in the batches of one optimiser step (of every process with
+        ``average_tokens_across_devices``), by which :meth:`compute_loss` divides their summed losses; ``None`` for
+        unpacked batches (their mean loss is averaged over the accumulated batches)."""
+        if not batch_samples or "position_ids" not in batch_samples[0]:
+            return None
+        count = sum(int(((b["position_ids"] == 0) & b["attention_mask"].bool()).sum()) for b in batch_samples)
+        count = torch.tensor(count, device=device)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            count = self.accelerator.gather(count).sum()
+        return count
 
     def _sum_over_processes(self, tensor: torch.Tensor) -> torch.Tensor:
         return self.accelerator.reduce(tensor, reduction="sum") if self.args.world_size > 1 else tensor
