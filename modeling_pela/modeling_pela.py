@@ -108,7 +108,8 @@ def _capture_output(module: nn.Module, store: list[torch.Tensor]):
 
 @dataclass
 class PELAPretrainingOutput(ModelOutput):
-    """Output of :meth:`PELAForPretraining.forward` (B samples, N chunks, K tokens per chunk, D LLM width).
+    """Output of :meth:`PELAForPretraining.forward` (B samples, the S samples of a packed batch; N chunks, K tokens
+    per chunk, D LLM width).
 
     Args:
         loss: ``mean_b(1[labeled_b] * mcp_b + text_b + lambda_align * align_b)`` (scalar), where each term is the

@@ -90,7 +90,15 @@ def test_shipped_configs_parse(name, tmp_path):
     assert pretrain_args.variant == "pela" and training_args.max_steps > 0
     if name == "pretrain_2b.yaml":
         assert pretrain_args.model_preset == "2b" and training_args.learning_rate == 3e-5
-        assert training_args.per_device_train_batch_size == 16 and training_args.gradient_checkpointing
+        assert training_args.packing and training_args.packing_length == 8192 and training_args.gradient_checkpointing
+
+
+def test_pretrain_packs_the_streamed_samples_with_a_flag(workspace, tmp_path, capsys):
+    config = _config(workspace, tmp_path / "run", packing=True, packing_length=2048, packing_buffer_size=8)
+    assert main(["pretrain", str(config)]) == 0
+    logs = [line for line in capsys.readouterr().out.splitlines() if line.startswith("{'loss'")]
+    assert len(logs) == 2 and all("'mcp_accuracy'" in line and "nan" not in line for line in logs)
+    assert "2 steps x 2 packed rows of 2048 tokens" in (tmp_path / "run" / "README.md").read_text()
 
 
 def test_pretrain_help_lists_both_argument_groups(capsys):
