@@ -3,6 +3,12 @@ other, flex_attention equals sdpa on packed rows, and the packer keeps every sam
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import datasets
 import pytest
 import torch
@@ -185,3 +191,54 @@ def test_packing_refuses_a_training_set_that_is_not_streamed(tmp_path):
     )
     with pytest.raises(ValueError, match="packing=True packs a streamed training set, got a list"):
         trainer.get_train_dataloader()
+
+
+DDP_SCRIPT = """
+import json, sys
+sys.path.insert(0, {tests!r})
+import datasets, torch
+from pela_testing import tiny_model, tiny_processor
+from test_packing import SEQ_LENGTH, ddp_rows
+from trainers.collator import PELADataCollator
+from trainers.pela_trainer import PELATrainer, pela_training_arguments
+
+torch.set_num_threads(1)
+model = tiny_model().train()
+before = {{n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}}
+args = pela_training_arguments(sys.argv[1], max_steps=1, per_device_train_batch_size=1, packing=True,
+                               packing_length=SEQ_LENGTH, optim="sgd", learning_rate=1.0, weight_decay=0.0,
+                               max_grad_norm=0.0, lr_scheduler_type="constant", warmup_steps=0, save_strategy="no",
+                               use_cpu=True, disable_tqdm=True)
+stream = datasets.IterableDataset.from_generator(lambda: iter(ddp_rows()))
+trainer = PELATrainer(model=model, args=args, train_dataset=stream,
+                      data_collator=PELADataCollator(tiny_processor(model.config)))
+trainer.train()
+step = {{n: (before[n] - p.detach()).tolist() for n, p in model.named_parameters() if p.requires_grad}}
+json.dump(step, open(f"{{sys.argv[1]}}/step-{{trainer.args.process_index}}.json", "w"))
+trainer.accelerator.end_training()
+"""
+
+
+def ddp_rows() -> list[dict]:
+    """Five one-chunk samples: rank 0 packs rows 0, 2, 4 into one row, rank 1 rows 1, 3 into another."""
+    return [make_sample("motion_generation", num_chunks=1, seed=10 + i) for i in range(5)]
+
+
+@pytest.mark.slow
+def test_two_processes_weigh_every_sample_once(tmp_path):
+    """Two ranks with packed rows of 3 and 2 samples: one SGD step is the gradient of the 5 samples' mean (a mean of
+    the ranks' means would weigh them 1/6 and 1/4)."""
+    root = Path(__file__).resolve().parents[1]
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT.format(tests=str(root / "tests")))
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{root / 'tests'}", "OMP_NUM_THREADS": "1"}
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
+    subprocess.run([*launcher, str(script), str(tmp_path)], check=True, env=env, cwd=root, timeout=600)
+    steps = [json.loads((tmp_path / f"step-{rank}.json").read_text()) for rank in (0, 1)]
+    assert steps[0] == steps[1]
+    reference = tiny_model().train()
+    reference(**PELADataCollator(tiny_processor(reference.config))(ddp_rows())).loss.backward()
+    for name, parameter in reference.named_parameters():
+        if parameter.grad is not None:
+            torch.testing.assert_close(torch.tensor(steps[0][name]), parameter.grad, atol=1e-6, rtol=1e-4, msg=name)
