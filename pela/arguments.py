@@ -41,6 +41,13 @@ class PretrainArguments:
     variant: str = field(default="pela", metadata=_help(" | ".join(VARIANTS)))
     model_preset: str = field(default="tiny", metadata=_help("PELAConfig preset: tiny | 2b"))
     init_from: str | None = field(default=None, metadata=_help("start from this PELA checkpoint's weights"))
+    attn_implementation: str = field(
+        default="sdpa",
+        metadata=_help(
+            "backbone attention: sdpa (dense masks, any device) | flex_attention (block-sparse masks for GPUs: skips "
+            "the blocks between packed samples) | eager; flash-attn kernels cannot express the MCP chunk mask"
+        ),
+    )
     vlm: str | None = field(
         default=None,
         metadata=_help(

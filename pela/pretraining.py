@@ -39,21 +39,26 @@ def build_model(
     init_from: str | None = None,
     frame_encoder: str | None = None,
     vlm: str | None = None,
+    attn_implementation: str = "sdpa",
 ) -> PELAForPretraining:
     """A fresh (or ``init_from``-initialised) :class:`PELAForPretraining` for one of :data:`VARIANTS`, with the motion
-    vocabulary of ``tokenizer_config`` (a ``MotionTokenizerConfig``) and, if given, the pretrained ``vlm`` and
-    ``frame_encoder`` (the latter frozen; :meth:`PELAForPretraining.from_pretrained_components`)."""
+    vocabulary of ``tokenizer_config`` (a ``MotionTokenizerConfig``), the backbone's ``attn_implementation`` and, if
+    given, the pretrained ``vlm`` and ``frame_encoder`` (the latter frozen;
+    :meth:`PELAForPretraining.from_pretrained_components`)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose from {sorted(VARIANTS)}")
     if init_from:
-        model = PELAForPretraining.from_pretrained(init_from, **VARIANTS[variant])
+        model = PELAForPretraining.from_pretrained(
+            init_from, attn_implementation=attn_implementation, **VARIANTS[variant]
+        )
         if tokenizer_config is not None:
             check_motion_vocabulary(f"init_from={init_from!r}", model.config, tokenizer_config)
         return model
     overrides = motion_vocabulary(tokenizer_config) if tokenizer_config is not None else {}
     return PELAForPretraining.from_pretrained_components(
-        vlm_name_or_path=vlm, frame_encoder_name_or_path=frame_encoder, preset=preset, **VARIANTS[variant], **overrides
-    )
+        vlm_name_or_path=vlm, frame_encoder_name_or_path=frame_encoder, preset=preset,
+        attn_implementation=attn_implementation, **VARIANTS[variant], **overrides,
+    )  # fmt: skip
 
 
 def pretrain(
@@ -70,6 +75,7 @@ def pretrain(
     dataset: str | None = None,
     max_skip_fraction: float = 0.0,
     data_stats: SkipStats | None = None,
+    attn_implementation: str = "sdpa",
 ) -> tuple[PELAForPretraining, list[dict[str, float]]]:
     """Train one variant on ``train_rows`` (a ``datasets.IterableDataset`` of UniHand-Mix rows); the result is saved
     to ``args.output_dir`` as a self-contained checkpoint (:func:`save_pretraining_checkpoint`). Resumes from the last
@@ -83,7 +89,9 @@ def pretrain(
             if args.should_save:
                 clear_output_dir(args.output_dir)
     torch.manual_seed(args.seed)
-    model = build_model(variant, preset, motion_tokenizer.config, init_from, frame_encoder, vlm).train()
+    model = build_model(
+        variant, preset, motion_tokenizer.config, init_from, frame_encoder, vlm, attn_implementation
+    ).train()
     use_special_tokens_of(model, processor.tokenizer)
     collator = PELADataCollator(
         processor,
@@ -182,5 +190,6 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments) -
         processor, motion_tokenizer, training_args,
         preset=args.model_preset, init_from=args.init_from, frame_encoder=args.frame_encoder, vlm=args.vlm,
         dataset=args.data, max_skip_fraction=args.max_skip_fraction, data_stats=stats,
+        attn_implementation=args.attn_implementation,
     )  # fmt: skip
     return model

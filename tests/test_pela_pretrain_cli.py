@@ -31,6 +31,7 @@ from datasets_unihand_mix.export import export_hub_folder
 from datasets_unihand_mix.streaming import stream_unihand_mix
 from modeling_pela import MotionTokenizerConfig, MotionTokenizerModel
 from pela.cli import main, parse_pretrain_args
+from pela.pretraining import run_pretraining
 from trainers.pela_trainer import pela_training_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,7 +96,8 @@ def test_shipped_configs_parse(name, tmp_path):
 
 def test_pretrain_packs_the_streamed_samples_with_a_flag(workspace, tmp_path, capsys):
     config = _config(workspace, tmp_path / "run", packing=True, packing_length=2048, packing_buffer_size=8)
-    assert main(["pretrain", str(config)]) == 0
+    model = run_pretraining(*parse_pretrain_args([str(config), "--attn_implementation", "eager"]))
+    assert model.get_decoder().config._attn_implementation == "eager"
     logs = [line for line in capsys.readouterr().out.splitlines() if line.startswith("{'loss'")]
     assert len(logs) == 2 and all("'mcp_accuracy'" in line and "nan" not in line for line in logs)
     assert "2 steps x 2 packed rows of 2048 tokens" in (tmp_path / "run" / "README.md").read_text()
