@@ -31,6 +31,17 @@ def single_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def uncompiled_flex_attention():
+    """flex_attention in eager mode. transformers compiles it with inductor, whose CPU kernels are built by the host's
+    C++ compiler for the host's vector ISA: they fail to build on some CI hosts. The tests check PELA's mask functions
+    (what the BlockMask lets through), which the eager reference implementation evaluates the same way."""
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(disable=True):
+        yield
+    torch._dynamo.reset()
+
+
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
     """Word-level tokenizer with ids far below the tiny preset's image token (255) and motion offset (256)."""
     tokenizer = Tokenizer(models.WordLevel({word: i for i, word in enumerate(WORDS)}, unk_token="[UNK]"))

@@ -12,7 +12,13 @@ from pathlib import Path
 import datasets
 import pytest
 import torch
-from pela_testing import make_sample, single_thread, tiny_model, tiny_processor  # noqa: F401  (autouse: one thread)
+from pela_testing import (  # noqa: F401  (fixtures)
+    make_sample,
+    single_thread,
+    tiny_model,
+    tiny_processor,
+    uncompiled_flex_attention,
+)
 
 from modeling_pela.packed_sequences import SampleLayout
 from trainers.collator import PELADataCollator
@@ -111,8 +117,9 @@ def test_changing_one_sample_never_changes_another(model, collator, samples):
         torch.testing.assert_close(getattr(after, name)[1:], getattr(before, name)[1:], atol=0, rtol=0)
 
 
+@pytest.mark.usefixtures("uncompiled_flex_attention")
 def test_flex_attention_equals_sdpa_on_a_packed_batch(collator, samples):
-    """One row of two samples (flex_attention runs uncompiled on a CPU, slowly: keep it short)."""
+    """One row of two samples (flex_attention in eager mode materialises the scores: keep it short)."""
     batch = packed_batch(collator, samples, packs=([4, 0],), seq_length=700)
     outputs = []
     for backend in ("sdpa", "flex_attention"):

@@ -13,6 +13,7 @@ from pela_testing import (
     single_thread,  # noqa: F401  (autouse: one torch thread)
     tiny_model,
     tiny_processor,
+    uncompiled_flex_attention,  # noqa: F401
 )
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
@@ -69,6 +70,7 @@ def perturbation_batch(processor, model) -> tuple[dict, torch.Tensor]:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.usefixtures("uncompiled_flex_attention")
 def test_masked_chunk_attention_by_perturbation(backend, processor):
     """Bidirectional inside a chunk, causal across chunks; identical numbers on eager, sdpa and flex_attention."""
     model = tiny_model(attn_implementation=backend)
