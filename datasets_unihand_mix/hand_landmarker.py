@@ -50,7 +50,9 @@ class HandKeypoints:
         for name, shape in expected.items():
             value = getattr(self, name)
             if value.shape != shape:
-                raise ValueError(f"{self.model}: HandKeypoints field '{name}' has shape {value.shape}, expected {shape}")
+                raise ValueError(
+                    f"{self.model}: HandKeypoints field '{name}' has shape {value.shape}, expected {shape}"
+                )
 
     @property
     def num_frames(self) -> int:
