@@ -54,8 +54,8 @@ def run_ray(
         dataset = (
             ray.data.from_items(items, override_num_blocks=max(1, len(items)))
             .flat_map(decode_stage, fn_kwargs={"config": config})
-            .map(KeypointStage, fn_constructor_kwargs={"config": config}, compute=pool(size), num_cpus=1)
-            .map(CurateStage, fn_constructor_kwargs={"config": config}, compute=pool(size), num_cpus=1)
+            .map(KeypointStage, fn_constructor_kwargs={"config": config}, compute=pool(size=size), num_cpus=1)
+            .map(CurateStage, fn_constructor_kwargs={"config": config}, compute=pool(size=size), num_cpus=1)
         )
         return dataset.take_all()
     finally:
