@@ -9,7 +9,9 @@
                                                     curation keep rates
 
 so that ``datasets.load_dataset(<output or repo id>, "wild", split="test", streaming=True)`` works with no custom
-code. :func:`push_to_hub` uploads the folder with ``huggingface_hub``.
+code. :func:`write_hub_folder` writes the same folder from any :class:`RowSource` (rows per split and what the card
+says about them; ``pela data curate-videos`` uses it). :func:`push_to_hub` uploads the folder with
+``huggingface_hub``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import math
 import re
 import shutil
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,6 +104,48 @@ def _row_nbytes(row: dict[str, Any]) -> int:
     return frames + 4 * 51 * row["num_frames"] * hands + 1024
 
 
+@dataclass
+class RowSource:
+    """Rows to export and what the card says about them.
+
+    Attributes:
+        name: the build's config name (``toy``, ``wild``, ...).
+        rows: split -> that split's rows (schema :func:`~datasets_unihand_mix.schema.unihand_features`).
+        curation: the wild curation report, read after all rows were generated (None without wild rows).
+        pipeline: :meth:`~datasets_unihand_mix.curation.CurationPipeline.describe` of the curation, or None.
+        build: the command that rebuilds the export (shown in the card).
+        procedural: the rows come from the procedural generator.
+        task_mix: task-type weights the rows were drawn with (the card compares the exported mix with them).
+    """
+
+    name: str
+    rows: Callable[[str], Iterable[dict[str, Any]]]
+    curation: Callable[[], CurationReport | None]
+    pipeline: str | None
+    build: str
+    procedural: bool = False
+    task_mix: dict[str, float] | None = None
+
+
+def builder_source(builder: UniHandMix) -> RowSource:
+    """A builder's rows (every split, lab then wild) as a :class:`RowSource`."""
+
+    def curation() -> CurationReport | None:
+        reports = list(builder.curation_reports.values())
+        return functools.reduce(CurationReport.merge, reports) if reports else None
+
+    config = builder.config
+    return RowSource(
+        name=config.name,
+        rows=builder.iter_rows,
+        curation=curation,
+        pipeline=builder.curation_pipeline().describe() if "wild" in config.subsets else None,
+        build=_build_description(builder),
+        procedural=config.procedural,
+        task_mix=config.mix,
+    )
+
+
 def export_hub_folder(
     builder: UniHandMix,
     output_dir: str | Path,
@@ -120,6 +165,26 @@ def export_hub_folder(
         overwrite: replace an existing export in ``output_dir`` (its ``data/`` folder and card).
         progress: show a progress bar of the rows written per split.
     """
+    return write_hub_folder(
+        builder_source(builder),
+        output_dir,
+        max_shard_size=max_shard_size,
+        repo_id=repo_id,
+        overwrite=overwrite,
+        progress=progress,
+    )
+
+
+def write_hub_folder(
+    source: RowSource,
+    output_dir: str | Path,
+    *,
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+    repo_id: str = "<org>/unihand-mix",
+    overwrite: bool = False,
+    progress: bool = False,
+) -> ExportSummary:
+    """Write the Hub-native folder (module docstring) from ``source``; arguments as :func:`export_hub_folder`."""
     out = Path(output_dir)
     if out.exists() and any(out.iterdir()):
         if not overwrite:
@@ -132,7 +197,7 @@ def export_hub_folder(
     }
     collector = _StatsCollector()
     for split in SPLITS:
-        for row in tqdm(builder.iter_rows(split), desc=f"exporting {split}", unit="row", disable=not progress):
+        for row in tqdm(source.rows(split), desc=f"exporting {split}", unit="row", disable=not progress):
             writers[(row["subset"], split)].write(row)
             collector.add(row)
     files: dict[str, dict[str, list[str]]] = defaultdict(dict)
@@ -141,14 +206,12 @@ def export_hub_folder(
         if paths:
             files[subset][split] = [path.relative_to(out).as_posix() for path in paths]
     if not files:
-        raise ValueError(f"the '{builder.config.name}' build produced no rows; nothing to export")
-    reports = list(builder.curation_reports.values())
-    curation = functools.reduce(CurationReport.merge, reports) if reports else None
+        raise ValueError(f"the '{source.name}' build produced no rows; nothing to export")
     rows = _rows_per_config(writers, files)
-    stats = collector.stats(builder, curation, rows)
+    stats = collector.stats(source, source.curation(), rows)
     (out / STATS_JSON).write_text(json.dumps(stats, indent=2) + "\n")
     _plot_stats(stats, out / STATS_PLOT)
-    _write_card(out, files, rows, stats, builder, repo_id)
+    _write_card(out, files, rows, stats, source.build, repo_id)
     for config, per_split in rows.items():
         for split in SPLITS:
             if split not in per_split:
@@ -195,13 +258,13 @@ class _StatsCollector:
         self.total += 1
 
     def stats(
-        self, builder: UniHandMix, curation: CurationReport | None, rows: dict[str, dict[str, int]]
+        self, source: RowSource, curation: CurationReport | None, rows: dict[str, dict[str, int]]
     ) -> dict[str, Any]:
-        mix = builder.config.mix
+        mix = DEFAULT_TASK_MIX if source.task_mix is None else source.task_mix
         target = {task: weight / sum(mix.values()) for task, weight in mix.items()}
         return {
-            "config": builder.config.name,
-            "procedural": builder.config.procedural,
+            "config": source.name,
+            "procedural": source.procedural,
             "total_rows": self.total,
             "rows": rows,
             "sources": dict(sorted(self.sources.items())),
@@ -209,7 +272,7 @@ class _StatsCollector:
             "task_mix_target": target,
             "clip_seconds_histogram": {"bin_edges": list(range(11)), "counts": [self.seconds[b] for b in range(10)]},
             "curation": None if curation is None else curation.as_dict(),
-            "curation_pipeline": builder.curation_pipeline().describe() if "wild" in builder.config.subsets else None,
+            "curation_pipeline": source.pipeline,
         }
 
 
@@ -310,7 +373,7 @@ def _write_card(
     files: dict[str, dict[str, list[str]]],
     rows: dict[str, dict[str, int]],
     stats: dict[str, Any],
-    builder: UniHandMix,
+    build: str,
     repo_id: str,
 ) -> None:
     """Render ``hub_cards/unihand_mix_card.md`` (jinja) with the statistics and write ``README.md``."""
@@ -352,7 +415,7 @@ def _write_card(
         schema_table="\n".join(
             re.sub(r":\w+:`", "`", line) for line in (schema_doc or "").splitlines() if line.startswith("|")
         ),
-        build=_build_description(builder),
+        build=build,
     )
     (out / "README.md").write_text(str(card) + "\n")
 

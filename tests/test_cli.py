@@ -50,7 +50,7 @@ def test_every_command_reads_a_yaml_file_of_its_flags_and_flags_win(tmp_path, ca
     with pytest.raises(SystemExit):
         main(["data", "exprt"])
     assert capsys.readouterr().err.strip() == (
-        "pela data: error: 'exprt' is not an action; choose one of preview, export, view, push, tokenize"
+        "pela data: error: 'exprt' is not an action; choose one of preview, export, curate-videos, view, push, tokenize"
     )
 
 
