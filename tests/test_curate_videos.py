@@ -194,9 +194,8 @@ def test_cli_takes_several_videos():
     assert positionals.videos == ["a.mp4", "b"] and args.output == "o" and args.engine == "local"
 
 
-@pytest.mark.slow
 def test_ray_engine_gives_the_same_rows_as_the_local_run(tmp_path):
-    pytest.importorskip("ray")
+    """Ray Data (local mode, 2 CPUs) and the sequential engine write the same rows, report and card."""
     hand_free = write_hand_free_video(tmp_path / "no_hands.mp4")
     config = VideoCurationConfig(split="test")
     local = curate_videos([VIDEO, hand_free], tmp_path / "local", config)
