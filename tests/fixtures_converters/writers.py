@@ -1,4 +1,5 @@
-"""Write small recordings in the exact on-disk layouts of ARCTIC, DexYCB and HOT3D-Clips from ground truth."""
+"""Write small recordings in the exact on-disk layouts of ARCTIC, DexYCB, HOT3D-Clips, HOT3D sequences and the generic
+per-clip format from ground truth."""
 
 from __future__ import annotations
 
@@ -177,3 +178,14 @@ def write_tar(tar_path: Path, members: dict[str, bytes]) -> Path:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return tar_path
+
+
+def write_custom(root: Path, name: str, spec: dict, arrays: dict[str, np.ndarray], num_frames: int) -> Path:
+    """A clip folder of the generic per-clip format: ``clip.json``, ``motion.npz`` and ``frames/<t:06d>.jpg``."""
+    folder = root / name
+    (folder / "frames").mkdir(parents=True)
+    (folder / "clip.json").write_text(json.dumps(spec))
+    np.savez(folder / "motion.npz", **arrays)
+    for frame in range(num_frames):
+        (folder / "frames" / f"{frame:06d}.jpg").write_bytes(jpeg_bytes(frame))
+    return folder
