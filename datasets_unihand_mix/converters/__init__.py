@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from ..sources import SourceClip
-from . import arctic, custom, dexycb, hot3d
+from . import arctic, custom, dexycb, hot3d, hot3d_sequences
 
 Converter = Callable[..., Iterator[SourceClip]]
 
@@ -19,6 +19,7 @@ CONVERTERS: dict[str, Converter] = {
     "arctic": arctic.iter_clips,
     "dexycb": dexycb.iter_clips,
     "hot3d": hot3d.iter_clips,
+    "hot3d_sequences": hot3d_sequences.iter_clips,
     "custom": custom.iter_clips,
 }
 

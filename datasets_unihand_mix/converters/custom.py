@@ -89,6 +89,7 @@ DEFAULT_LICENSE = "user data"
 CLIP_FILE = "clip.json"
 MOTION_FILE = "motion.npz"
 FRAMES_DIR = "frames"
+FORMAT_DOCS = "the README's 'Your own data' section or datasets_unihand_mix/converters/custom.py"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 UNITS = {"m": 1.0, "mm": 1e-3}
 FRAMES = ("camera", "world")
@@ -116,7 +117,7 @@ class _Clip:
         value = spec.get(key, default)
         if value not in choices:
             problem = "is missing" if value is None else f"is {value!r}, an unknown option"
-            raise self.fail(CLIP_FILE, field, problem, f"set it to one of {list(choices)} (see the format docs)")
+            raise self.fail(CLIP_FILE, field, problem, f"set it to one of {list(choices)} (see {FORMAT_DOCS})")
         return value
 
     def array(self, data: Mapping[str, Any], key: str, shape: tuple, num_frames: int | None, fix: str) -> np.ndarray:
@@ -133,7 +134,7 @@ def _read_json(clip: _Clip) -> dict[str, Any]:
     except (OSError, ValueError) as err:
         raise SourceDataError(f"{clip.where(CLIP_FILE)}: cannot read ({err}); fix: write a JSON object") from err
     if not isinstance(spec, dict):
-        raise SourceDataError(f"{clip.where(CLIP_FILE)}: expected a JSON object; fix: see the format docs")
+        raise SourceDataError(f"{clip.where(CLIP_FILE)}: expected a JSON object; fix: see {FORMAT_DOCS}")
     return spec
 
 
