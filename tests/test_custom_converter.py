@@ -7,6 +7,8 @@ user's own smplx call, using MANO files whose PCA basis is a random rotation.
 """
 
 import pickle
+import subprocess
+import sys
 
 import datasets
 import numpy as np
@@ -22,9 +24,7 @@ from fixtures_converters.truth import (
 )
 from fixtures_converters.writers import write_custom
 
-from datasets_unihand_mix.builder import UniHandMix
-from datasets_unihand_mix.converters import custom, get_converter
-from datasets_unihand_mix.export import export_hub_folder
+from datasets_unihand_mix.converters import custom
 from datasets_unihand_mix.sources import SourceDataError
 from modeling_pela.mano import SmplxHandKinematics
 from modeling_pela.rotations import axis_angle_to_matrix, matrix_to_axis_angle
@@ -311,21 +311,20 @@ def test_bad_input_names_file_clip_field_and_fix(tmp_path, mano_dir, truths, nam
 
 
 def test_export_and_load_with_plain_datasets(tmp_path, mano_dir, truths):
-    """The README walk-through: DATA/custom/<clip>/ -> ``UniHandMix("lab")`` -> Hub-native folder -> load_dataset."""
+    """The README walk-through: RAW/custom/<clip>/ -> `pela data export --config lab` -> load_dataset."""
     for index in range(4):
         write_custom(tmp_path / "raw/custom", f"take_{index}", spec(recording=f"session_{index}"), arrays(truths),
                      NUM_FRAMES)  # fmt: skip
-    assert get_converter("custom") is custom.iter_clips
-    builder = UniHandMix(
-        config_name="lab", data_dir=str(tmp_path / "raw"), mano_dir=str(mano_dir), test_fraction=0.5
-    )  # the default lab sources include "custom"
-    summary = export_hub_folder(builder, tmp_path / "export")
-    assert sum(summary.rows["lab"].values()) == 4
+    out = tmp_path / "export"
+    command = [sys.executable, "-m", "pela.cli", "data", "export", "--config", "lab", "--data-dir",
+               str(tmp_path / "raw"), "--mano-dir", str(mano_dir), "--test-fraction", "0.5", "--output", str(out)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
     rows = [
         row
         for split in ("train", "test")
-        if summary.rows["lab"][split]
-        for row in datasets.load_dataset(str(tmp_path / "export"), "lab", split=split, streaming=True)
+        if any((out / "data/lab").glob(f"{split}-*.parquet"))
+        for row in datasets.load_dataset(str(out), "lab", split=split, streaming=True)
     ]
     assert sorted(row["clip_id"] for row in rows) == [f"take_{i}/000" for i in range(4)]
     for row in rows:
