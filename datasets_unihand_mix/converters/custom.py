@@ -4,8 +4,8 @@ On-disk layout (``root`` = ``data_dir/custom`` for the builder; one folder per r
 
     <root>/<clip>/clip.json      what the arrays mean (below)
     <root>/<clip>/motion.npz     per hand <side> in clip.json "hands" ("left" / "right"), T frames:
-                                   <side>_hand_pose      (T, 45) or (T, 15, 3) axis-angle  (hand_pose.representation "full")
-                                                         (T, k) PCA coefficients, 1 <= k <= 45          ("pca")
+                                   <side>_hand_pose      (T, 45) or (T, 15, 3) axis-angle   (hand_pose "full")
+                                                         (T, k) PCA coefficients, 1 <= k <= 45  ("pca")
                                    <side>_global_orient  (T, 3) axis-angle rotation of the wrist (MANO root joint)
                                    <side>_transl         (T, 3) wrist position or MANO translation ("transl", below)
                                    <side>_betas          (10,) MANO shape (write zeros if your fit has none)
@@ -14,7 +14,7 @@ On-disk layout (``root`` = ``data_dir/custom`` for the builder; one folder per r
                                  world_to_camera         optional (T, 4, 4) per-frame extrinsics ("frame": "world")
     <root>/<clip>/frames/        one RGB image (.jpg / .jpeg / .png) per motion frame, frame t = t-th name in sort order
 
-``clip.json``::
+``clip.json`` (fields not marked optional are required: no silent defaults for units, frames and conventions)::
 
     {"instruction": "pick up the red cup",     text prompt of the clip (optional)
      "fps": 30,                                frame rate of motion.npz and frames/
@@ -25,7 +25,7 @@ On-disk layout (``root`` = ``data_dir/custom`` for the builder; one folder per r
                                                camera.world_to_camera (4 x 4) or motion.npz world_to_camera
      "camera": {"intrinsics": [[fx, 0, cx], [0, fy, cy], [0, 0, 1]],        optional, kept in metadata
                 "world_to_camera": 4 x 4,      x_cam = R @ x_world + t ("frame": "world", static camera)
-                "axes": "opencv"},             camera axes: "opencv" (x right, y down, z forward; default) or
+                "axes": "opencv"},             optional camera axes: "opencv" (x right, y down, z forward; default) or
                                                "opengl" (x right, y up, z backward)
      "hand_pose": {"representation": "full",  "full" (15 x 3 axis-angle) or "pca" (MANO hands_components[:k])
                    "mean": "flat"},            "flat": zeros = flat hand (smplx flat_hand_mean=True);
