@@ -244,7 +244,8 @@ BAD_SPECS = {
     ),
     "missing-mean": (
         {"hand_pose": {"representation": "pca"}},
-        r"clip\.json \(clip 'c0'\): field 'hand_pose\.mean' is missing; fix: set it to one of \['flat', 'mean_relative'\]",
+        r"clip\.json \(clip 'c0'\): field 'hand_pose\.mean' is missing; "
+        r"fix: set it to one of \['flat', 'mean_relative'\]",
     ),
     "unknown-units": ({"units": "cm"}, r"clip\.json \(clip 'c0'\): field 'units' is 'cm'.*fix: .*\['m', 'mm'\]"),
     "unknown-transl": ({"transl": "root"}, r"clip\.json \(clip 'c0'\): field 'transl' is 'root'.*\['wrist', 'mano'\]"),
@@ -316,8 +317,8 @@ def test_export_and_load_with_plain_datasets(tmp_path, mano_dir, truths):
         write_custom(tmp_path / "raw/custom", f"take_{index}", spec(recording=f"session_{index}"), arrays(truths),
                      NUM_FRAMES)  # fmt: skip
     out = tmp_path / "export"
-    command = [sys.executable, "-m", "pela.cli", "data", "export", "--config", "lab", "--data-dir",
-               str(tmp_path / "raw"), "--mano-dir", str(mano_dir), "--test-fraction", "0.5", "--output", str(out)]  # fmt: skip
+    command = [sys.executable, "-m", "pela.cli", "data", "export", "--config", "lab", "--test-fraction", "0.5",
+               "--data-dir", str(tmp_path / "raw"), "--mano-dir", str(mano_dir), "--output", str(out)]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     rows = [

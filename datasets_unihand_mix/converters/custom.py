@@ -225,8 +225,9 @@ def _extrinsics(clip: _Clip, spec: dict, arrays: dict, num_frames: int, scale: f
     extrinsics[..., :3, 3] *= scale
     rot = extrinsics[..., :3, :3]
     if np.abs(rot @ np.swapaxes(rot, -1, -2) - np.eye(3)).max() > 1e-4 or (np.linalg.det(rot) < 0).any():
-        raise clip.fail(CLIP_FILE if extrinsics.ndim == 2 else MOTION_FILE, "world_to_camera",
-                        "is not a rigid transform", "give a rotation (orthonormal, det +1) and a translation")  # fmt: skip
+        file = CLIP_FILE if extrinsics.ndim == 2 else MOTION_FILE
+        fix = "give a rotation (orthonormal, det +1) and a translation"
+        raise clip.fail(file, "world_to_camera", "is not a rigid transform", fix)
     return OPENGL_TO_OPENCV @ extrinsics if axes == "opengl" else extrinsics
 
 
