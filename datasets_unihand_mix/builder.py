@@ -10,7 +10,8 @@ and both (``mix``).
     builder.download_and_prepare()                                     # or: write Arrow files to the cache ...
     ds = builder.as_dataset(split="test")                              # ... and memory-map them
 
-    UniHandMix(config_name="lab", data_dir="raw", mano_dir="mano")    # raw/arctic, raw/dexycb, raw/hot3d
+    UniHandMix(config_name="lab", data_dir="raw", mano_dir="mano")    # raw/arctic, raw/dexycb, raw/hot3d,
+                                                                       # raw/hot3d_sequences, raw/custom (your own)
     UniHandMix(config_name="wild", data_dir="raw")                    # raw/wild/<clip>/ (see iter_wild_folder)
     UniHandMix(config_name="mix", data_dir="raw", mano_dir="mano")    # both
 
@@ -71,7 +72,8 @@ class UniHandMixConfig(datasets.BuilderConfig):
         seed / image_size / junk_probability / num_workers: procedural generation (``junk_probability``: share of
             wild candidates that are idle/absent/distractor clips the curation must drop).
         mano_dir: folder with ``MANO_LEFT.pkl`` / ``MANO_RIGHT.pkl`` (lab converters).
-        lab_sources: converter names read from ``data_dir/<name>`` (missing folders are skipped).
+        lab_sources: converter names read from ``data_dir/<name>`` (default: every converter, your own ``custom``
+            clips included; missing folders are skipped).
         test_fraction: share of recordings (real data) or clips (toy) in the test split.
         task_mix: task-type weights (default: the paper's, :data:`~datasets_unihand_mix.tasks.DEFAULT_TASK_MIX`).
         image_format: ``jpeg`` (quality 90) or ``png`` for the stored frames.

@@ -162,7 +162,8 @@ class DataExportArguments:
         default=0.15, metadata=_help("toy: share of wild candidates that are idle/absent/distractor clips")
     )
     data_dir: str | None = field(
-        default=None, metadata=_help("lab/wild/mix: raw data (DATA_DIR/arctic, /dexycb, /hot3d, /wild)")
+        default=None,
+        metadata=_help("lab/wild/mix: raw data (DATA_DIR/arctic, /dexycb, /hot3d, /hot3d_sequences, /custom, /wild)"),
     )
     mano_dir: str | None = field(default=None, metadata=_help("lab/mix: folder with MANO_LEFT.pkl / MANO_RIGHT.pkl"))
     test_fraction: float = 0.1

@@ -25,7 +25,7 @@ from fixtures_converters.writers import IMAGE_SIZE, jpeg_bytes, write_arctic, wr
 from synthetic_mano import synthetic_mano_data
 
 import datasets_unihand_mix.sources as sources
-from datasets_unihand_mix.converters import CONVERTERS, arctic, dexycb, get_converter, hot3d
+from datasets_unihand_mix.converters import CONVERTERS, arctic, custom, dexycb, get_converter, hot3d, hot3d_sequences
 from datasets_unihand_mix.samples import sample_row
 from datasets_unihand_mix.schema import unihand_features
 from datasets_unihand_mix.sources import (
@@ -514,7 +514,16 @@ def test_source_clip_validation():
 
 
 def test_registry():
-    assert CONVERTERS == {"arctic": arctic.iter_clips, "dexycb": dexycb.iter_clips, "hot3d": hot3d.iter_clips}
+    assert CONVERTERS == {
+        "arctic": arctic.iter_clips,
+        "dexycb": dexycb.iter_clips,
+        "hot3d": hot3d.iter_clips,
+        "hot3d_sequences": hot3d_sequences.iter_clips,
+        "custom": custom.iter_clips,
+    }
     assert get_converter("dexycb") is dexycb.iter_clips
-    with pytest.raises(ValueError, match=r"unknown UniHand-Mix source 'oakink2'.*\['arctic', 'dexycb', 'hot3d'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown UniHand-Mix source 'oakink2'.*\['arctic', 'custom', 'dexycb', 'hot3d', 'hot3d_sequences'\]",
+    ):
         get_converter("oakink2")

@@ -112,10 +112,13 @@ def _json_member(tar: tarfile.TarFile, member: str, tar_path: Path) -> Any:
         raise SourceDataError(f"{tar_path}:{member}: invalid JSON ({err})") from err
 
 
-def _pose_matrix(pose: Any, where: str, name: str) -> np.ndarray:
-    """(4, 4) from {"quaternion_wxyz": [4], "translation_xyz": [3]}."""
-    quat = read_array(pose, "quaternion_wxyz", (4,), where, name=f"{name}.quaternion_wxyz", per_frame=False)
-    trans = read_array(pose, "translation_xyz", (3,), where, name=f"{name}.translation_xyz", per_frame=False)
+def pose_matrix(
+    pose: Any, where: str, name: str, quaternion: str = "quaternion_wxyz", translation: str = "translation_xyz"
+) -> np.ndarray:
+    """(4, 4) rigid transform from a HOT3D pose object {quaternion: (w, x, y, z), translation: [3]} (the clips'
+    ``T_world_from_camera``, Quest calibrations' ``T_Device_Camera``; ``q_wxyz`` / ``t_xyz`` in hand-pose files)."""
+    quat = read_array(pose, quaternion, (4,), where, name=f"{name}.{quaternion}", per_frame=False)
+    trans = read_array(pose, translation, (3,), where, name=f"{name}.{translation}", per_frame=False)
     matrix = np.eye(4)
     matrix[:3, :3] = quaternion_to_matrix(torch.from_numpy(quat)).numpy()
     matrix[:3, 3] = trans
@@ -150,9 +153,7 @@ def _read_clip(
             where = f"{tar_path}:{member} (frame {frame})"
             camera = require_field(cameras, stream, where)
             extrinsics[frame] = rigid_inverse(
-                _pose_matrix(
-                    require_field(camera, "T_world_from_camera", where), where, f"{stream}.T_world_from_camera"
-                )
+                pose_matrix(require_field(camera, "T_world_from_camera", where), where, f"{stream}.T_world_from_camera")
             )
             member = f"{frame:06d}.hands.json"
             hands = _json_member(tar, member, tar_path) if member in names else {}

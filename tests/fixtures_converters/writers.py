@@ -1,4 +1,5 @@
-"""Write small recordings in the exact on-disk layouts of ARCTIC, DexYCB and HOT3D-Clips from ground truth."""
+"""Write small recordings in the exact on-disk layouts of ARCTIC, DexYCB, HOT3D-Clips, HOT3D sequences and the generic
+per-clip format from ground truth."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
+import torch
 import yaml
 from PIL import Image
+
+from modeling_pela.rotations import axis_angle_to_matrix
 
 from .truth import HandTruth, quat_wxyz, rest_wrist
 
@@ -177,3 +181,78 @@ def write_tar(tar_path: Path, members: dict[str, bytes]) -> Path:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return tar_path
+
+
+def write_custom(root: Path, name: str, spec: dict, arrays: dict[str, np.ndarray], num_frames: int) -> Path:
+    """A clip folder of the generic per-clip format: ``clip.json``, ``motion.npz`` and ``frames/<t:06d>.jpg``."""
+    folder = root / name
+    (folder / "frames").mkdir(parents=True)
+    (folder / "clip.json").write_text(json.dumps(spec))
+    np.savez(folder / "motion.npz", **arrays)
+    for frame in range(num_frames):
+        (folder / "frames" / f"{frame:06d}.jpg").write_bytes(jpeg_bytes(frame))
+    return folder
+
+
+HOT3D_T0_NS = 43_000_123_456
+HOT3D_STEP_NS = 33_333_333  # 30 fps
+
+
+def write_hot3d_sequence(
+    folder: Path,
+    mano_dir: Path,
+    truths: dict[str, HandTruth],
+    device_to_world: np.ndarray,
+    cameras: dict[str, np.ndarray],
+    present: dict[str, np.ndarray],
+    *,
+    untracked: range = range(0),
+    images: bool = True,
+) -> Path:
+    """A HOT3D full-release sequence folder: ``mano_hand_pose_trajectory.jsonl`` (hand ids "0" left / "1" right),
+    ``headset_trajectory.csv`` (each frame's pose 2 ms after its hand timestamp, a wrong pose 12 ms after it, no rows
+    for ``untracked`` frames), Quest ``camera_models.json`` (``cameras``: label -> camera -> device) and
+    ``frames/<timestamp_ns>.jpg``; returns the jsonl path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    betas = next(iter(truths.values())).betas
+    hand_ids = {"left": "0", "right": "1"}
+    transl = {side: t.wrist - rest_wrist(mano_dir, side, betas, fix_left=True) for side, t in truths.items()}
+    lines, rows = [], []
+    for frame in range(len(device_to_world)):
+        timestamp = HOT3D_T0_NS + frame * HOT3D_STEP_NS
+        hand_poses = {}
+        for side, truth in truths.items():
+            if present[side][frame]:
+                rot = axis_angle_to_matrix(torch.from_numpy(truth.global_orient[frame])).numpy()
+                hand_poses[hand_ids[side]] = {
+                    "pose": truth.coeffs[frame].tolist(),
+                    "wrist_xform": {"t_xyz": transl[side][frame].tolist(), "q_wxyz": quat_wxyz(rot)},
+                    "betas": betas.tolist(),
+                }
+        lines.append(json.dumps({"timestamp_ns": timestamp, "hand_poses": hand_poses}))
+        if frame not in untracked:
+            for offset, pose in ((2_000_000, device_to_world[frame]), (12_000_000, np.eye(4))):
+                q = quat_wxyz(pose[:3, :3])
+                rows.append(["1", timestamp + offset, *pose[:3, 3], *q])
+        if images:
+            (folder / "frames").mkdir(exist_ok=True)
+            (folder / "frames" / f"{timestamp}.jpg").write_bytes(jpeg_bytes(frame))
+    (folder / "mano_hand_pose_trajectory.jsonl").write_text("\n".join(lines) + "\n")
+    header = "object_uid,timestamp[ns],t_wo_x[m],t_wo_y[m],t_wo_z[m],q_wo_w,q_wo_x,q_wo_y,q_wo_z\n"
+    csv_rows = [",".join(str(v) for v in row) for row in sorted(rows, key=lambda r: r[1])]
+    (folder / "headset_trajectory.csv").write_text(header + "\n".join(csv_rows) + "\n")
+    calibration = [
+        {
+            "label": label,
+            "serialNumber": f"WMTD{index}",
+            "imageWidth": 1280,
+            "imageHeight": 1024,
+            "projectionModelType": "FISHEYE624",
+            "projectionParams": [240.0, 240.0, 640.0, 512.0] + [0.0] * 12,
+            "maxSolidAngle": 1.7,
+            "T_Device_Camera": {"quaternion_wxyz": quat_wxyz(pose[:3, :3]), "translation_xyz": pose[:3, 3].tolist()},
+        }
+        for index, (label, pose) in enumerate(cameras.items())
+    ]
+    (folder / "camera_models.json").write_text(json.dumps(calibration))
+    return folder / "mano_hand_pose_trajectory.jsonl"
