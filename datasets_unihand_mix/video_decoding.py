@@ -6,16 +6,19 @@ downscales them so that their longer side is at most ``max_side`` pixels, and yi
 ``window_seconds`` each (the last one shorter; windows shorter than ``min_seconds`` are dropped).
 
 A window's ``frames`` is a ``(N, H, W, 3)`` ``uint8`` RGB array at ``fps`` frames per second; ``start`` is the time
-of its first frame in seconds from the start of the video. :func:`list_videos` expands folders into video files.
+of its first frame in seconds from the start of the video. :func:`list_videos` expands folders into video files;
+:func:`probe_video` checks that a file opens as a video (container, stream, frame rate) without decoding it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -23,6 +26,7 @@ from PIL import Image
 from .sources import SourceDataError
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
+UNREADABLE_FIX = "not a readable video: re-encode it or remove it from the input, or pass --skip-bad-videos"
 
 
 @dataclass
@@ -79,6 +83,43 @@ def _resize(frame: np.ndarray, max_side: int) -> np.ndarray:
     return np.asarray(Image.fromarray(frame).resize(size, Image.BILINEAR))
 
 
+@contextlib.contextmanager
+def _open_video(where: str) -> Iterator[tuple[Any, Any, float]]:
+    """The open container, its first video stream and that stream's frame rate (> 0)."""
+    import av
+
+    try:
+        container = av.open(where)
+    except (av.error.FFmpegError, OSError) as err:
+        raise SourceDataError(f"{where}: cannot open video ({err}); {UNREADABLE_FIX}") from err
+    with container:
+        if not container.streams.video:
+            raise SourceDataError(f"{where}: no video stream; {UNREADABLE_FIX}")
+        stream = container.streams.video[0]
+        rate = float(stream.average_rate or stream.guessed_rate or 0)
+        if not rate > 0:
+            raise SourceDataError(f"{where}: unknown frame rate (field 'average_rate'); {UNREADABLE_FIX}")
+        yield container, stream, rate
+
+
+def probe_video(path: str | os.PathLike) -> float | None:
+    """The duration of ``path`` in seconds (None when the container does not say), after checking that it opens as a
+    video with a frame rate, without decoding frames.
+
+    Raises:
+        SourceDataError: as :func:`iter_video_windows` when the file cannot be opened (message names the file and
+            the fix).
+    """
+    import av
+
+    with _open_video(os.fspath(path)) as (container, stream, _):
+        if stream.duration is not None and stream.time_base is not None:
+            return float(stream.duration * stream.time_base)
+        if container.duration is not None:
+            return container.duration / av.time_base
+        return None
+
+
 def iter_video_windows(
     path: str | os.PathLike,
     *,
@@ -102,17 +143,7 @@ def iter_video_windows(
     import av
 
     where = os.fspath(path)
-    try:
-        container = av.open(where)
-    except (av.error.FFmpegError, OSError) as err:
-        raise SourceDataError(f"{where}: cannot open video ({err})") from err
-    with container:
-        if not container.streams.video:
-            raise SourceDataError(f"{where}: no video stream")
-        stream = container.streams.video[0]
-        rate = float(stream.average_rate or stream.guessed_rate or 0)
-        if not rate > 0:
-            raise SourceDataError(f"{where}: unknown frame rate (field 'average_rate')")
+    with _open_video(where) as (container, stream, rate):
         fps = float(min(rate, sample_fps))
         per_window = max(1, round(window_seconds * fps))
         buffer: list[np.ndarray] = []
@@ -133,6 +164,6 @@ def iter_video_windows(
                     yield VideoWindow(where, index, start, fps, np.stack(buffer))
                     buffer, index = [], index + 1
         except av.error.FFmpegError as err:
-            raise SourceDataError(f"{where}: cannot decode frame {kept} ({err})") from err
+            raise SourceDataError(f"{where}: cannot decode frame {kept} ({err}); {UNREADABLE_FIX}") from err
         if buffer and len(buffer) >= math.ceil(min_seconds * fps - 1e-6):
             yield VideoWindow(where, index, start, fps, np.stack(buffer))
