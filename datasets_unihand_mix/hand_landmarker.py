@@ -13,13 +13,25 @@ frame, in the 21-keypoint order of :mod:`modeling_pela.mano` (0 wrist, 1-4 thumb
 regressor, ~25 ms per 640x360 frame on one CPU core) fully offline from a ``.task`` bundle built at set-up
 (``scripts/hand_landmarker_model.sh``). Its score is MediaPipe's handedness score. Its handedness labels are taken as
 the hand's true side (checked on the test fixture video: a person's right hand, labelled right, and the kinematic fit
-of a right hand is the closer one); for mirrored (selfie) video pass ``mirrored=True`` to swap them. Plug in another model (HaMeR, WiLoR, ...) by writing a class with ``name``, ``__call__`` and
-``close`` that returns :class:`HandKeypoints`.
+of a right hand is the closer one); for mirrored (selfie) video pass ``mirrored=True`` to swap them. MediaPipe gives
+one score per hand, so the curation's detection and pose confidences of a MediaPipe hand are the same number; a
+plugged-in model with its own pose score makes them independent. Plug in another model (HaMeR, WiLoR, ...) by writing
+a class with ``name``, ``__call__`` and ``close`` that returns :class:`HandKeypoints`.
+
+MediaPipe's native INFO/warning lines (LiteRT set-up, ``W0000`` alignment notes) are kept off the console: its C++
+logging cannot be configured from Python, so :func:`quiet_native_logs` holds file descriptor 2 while MediaPipe runs
+and passes on only other lines (errors). Set ``PELA_MEDIAPIPE_LOGS=1`` to see everything.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -31,6 +43,8 @@ from modeling_pela.hand_motion import HAND_SIDES
 NUM_KEYPOINTS = 21
 MODEL_ENV = "PELA_HAND_LANDMARKER"
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / ".models" / "hand_landmarker.task"
+LOGS_ENV = "PELA_MEDIAPIPE_LOGS"
+NATIVE_NOISE = re.compile(r"^(INFO: |WARNING: |[IW]\d{4} )")
 
 
 @dataclass
@@ -76,6 +90,47 @@ def default_model_path() -> Path:
     return Path(os.environ.get(MODEL_ENV) or DEFAULT_MODEL)
 
 
+def check_model_file(path: str | os.PathLike) -> Path:
+    """``path`` if it is a readable ``.task`` bundle (a zip archive).
+
+    Raises:
+        FileNotFoundError: it does not exist; ValueError: it is not a zip archive (both name the file and the fix).
+    """
+    path = Path(path)
+    fix = (
+        f"run `make env` (scripts/hand_landmarker_model.sh builds it from the mediapipe 0.10.14 wheel) or set "
+        f"{MODEL_ENV} to a hand_landmarker.task file"
+    )
+    if not path.is_file():
+        raise FileNotFoundError(f"hand landmarker model {path} not found: {fix}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"hand landmarker model {path} is not a .task bundle (not a zip archive; corrupt?): {fix}")
+    return path
+
+
+@contextlib.contextmanager
+def quiet_native_logs() -> Iterator[None]:
+    """Holds what native code writes to file descriptor 2 and passes on the lines that are not INFO/warnings
+    (module docstring); does nothing when ``$PELA_MEDIAPIPE_LOGS`` is set."""
+    if os.environ.get(LOGS_ENV):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().decode(errors="replace").splitlines() if not NATIVE_NOISE.match(line)]
+            if kept:
+                sys.stderr.write("\n".join(kept) + "\n")
+
+
 class MediaPipeHandLandmarker:
     """MediaPipe's hand landmarker in image mode (every frame on its own, so results do not depend on batching).
 
@@ -101,12 +156,7 @@ class MediaPipeHandLandmarker:
     ) -> None:
         from mediapipe.tasks.python import BaseOptions, vision
 
-        path = Path(model_path) if model_path is not None else default_model_path()
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"hand landmarker model {path} not found: run `make env` (scripts/hand_landmarker_model.sh builds it "
-                f"from the mediapipe 0.10.14 wheel) or set {MODEL_ENV} to a hand_landmarker.task file"
-            )
+        path = check_model_file(model_path if model_path is not None else default_model_path())
         options = vision.HandLandmarkerOptions(
             base_options=BaseOptions(model_asset_path=str(path)),
             running_mode=vision.RunningMode.IMAGE,
@@ -114,7 +164,14 @@ class MediaPipeHandLandmarker:
             min_hand_detection_confidence=min_detection_confidence,
             min_hand_presence_confidence=min_presence_confidence,
         )
-        self.landmarker = vision.HandLandmarker.create_from_options(options)
+        try:
+            with quiet_native_logs():
+                self.landmarker = vision.HandLandmarker.create_from_options(options)
+        except RuntimeError as err:
+            raise ValueError(
+                f"hand landmarker model {path} cannot be loaded ({err}): rebuild it with `make env` or set {MODEL_ENV} "
+                "to a hand_landmarker.task file"
+            ) from err
         self.mirrored = mirrored
 
     def __enter__(self) -> MediaPipeHandLandmarker:
@@ -125,7 +182,8 @@ class MediaPipeHandLandmarker:
 
     def close(self) -> None:
         if self.landmarker is not None:
-            self.landmarker.close()
+            with quiet_native_logs():
+                self.landmarker.close()
             self.landmarker = None
 
     def __call__(self, frames: np.ndarray) -> HandKeypoints:
@@ -139,10 +197,12 @@ class MediaPipeHandLandmarker:
         image = np.zeros((n, 2, NUM_KEYPOINTS, 2), np.float32)
         world = np.zeros((n, 2, NUM_KEYPOINTS, 3), np.float32)
         scores = np.zeros((n, 2), np.float32)
-        for t in range(n):
-            result = self.landmarker.detect(
-                mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(frames[t]))
-            )
+        with quiet_native_logs():
+            results = [
+                self.landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(frame)))
+                for frame in frames
+            ]
+        for t, result in enumerate(results):
             for landmarks, world_landmarks, handedness in zip(
                 result.hand_landmarks, result.hand_world_landmarks, result.handedness, strict=True
             ):
