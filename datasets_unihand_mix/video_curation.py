@@ -7,7 +7,9 @@
    the model, so an engine keeps one per worker.
 3. :class:`CurateStage`: the paper's curation (:class:`~datasets_unihand_mix.curation.CurationPipeline`): the visual
    filter with :class:`KeypointHandDetector` (per-frame hand scores) and :class:`KeypointPoseEstimator` (MANO fitted
-   to the keypoints, :mod:`datasets_unihand_mix.hand_keypoint_fit`), both thresholds 0.65; :class:`NarrationStage`;
+   to the keypoints, :mod:`datasets_unihand_mix.hand_keypoint_fit`), both thresholds 0.65 (both confidences come from
+   the keypoint model's one score per hand, so with MediaPipe they are equal; a model with its own pose score makes
+   them independent); :class:`NarrationStage`;
    instruction validation (rule-based judge, or :class:`~datasets_unihand_mix.curation_models.TransformersJudge`
    with ``judge_model``); the 0.5x slow-down; then :func:`~datasets_unihand_mix.samples.sample_row`. Its output record
    holds the pickled row (``b""`` when dropped) and the window's pickled
@@ -16,7 +18,13 @@
 Each record is independent, so the same stage objects run sequentially here (:func:`run_local`) or as a Ray Data
 pipeline (:mod:`datasets_unihand_mix.video_curation_ray`), and both give the same rows. :func:`curate_videos` runs an
 engine and writes the rows with :func:`~datasets_unihand_mix.export.write_hub_folder` (the layout of
-``pela data export``) plus ``curation_report.json`` (per-stage keep rates and drop reasons, also when nothing passed).
+``pela data export``) plus ``curation_report.json`` (per-stage keep rates and drop reasons, and per video what became
+of it: its windows and kept rows, or why it gave none). A run where no clip passed writes only the report.
+
+Every input is probed (:func:`~datasets_unihand_mix.video_decoding.probe_video`) before any engine starts, so an
+unreadable file stops the run with a one-line error naming it, on either engine; with ``skip_bad_videos``
+(``--skip-bad-videos``) unreadable files (and files whose decoding or sidecar fails later) are skipped instead and
+listed in the report with the reason.
 
 A video ``clip.mp4`` may have a sidecar ``clip.json``: ``{"narration": ..., "source": ..., "license": ...,
 "citation": ..., "split": "train" | "test"}``; flags fill what it does not give. A video without narration gets a
@@ -54,11 +62,17 @@ from .curation import (
     WildCandidate,
 )
 from .hand_keypoint_fit import DEFAULT_FOV_DEGREES, camera_keypoints, fit_hand_motion
-from .hand_landmarker import HandKeypointModel, HandKeypoints, MediaPipeHandLandmarker
+from .hand_landmarker import (
+    HandKeypointModel,
+    HandKeypoints,
+    MediaPipeHandLandmarker,
+    check_model_file,
+    default_model_path,
+)
 from .samples import IMAGE_FORMATS, assign_split, sample_row
 from .schema import SPLITS
 from .sources import SourceDataError
-from .video_decoding import ArrayFrames, iter_video_windows, list_videos
+from .video_decoding import ArrayFrames, iter_video_windows, list_videos, probe_video
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +93,7 @@ class VideoCurationConfig:
         image_format / task_mix: row encoding (:func:`~datasets_unihand_mix.samples.sample_row`).
         judge_model: a ``transformers`` model id for :class:`TransformersJudge` (None: the rule-based judge).
         mirrored: the videos are mirrored (selfie camera) (:class:`MediaPipeHandLandmarker`).
+        skip_bad_videos: skip (and report) videos that cannot be read instead of stopping at the first one.
         keypoint_model: zero-argument factory of the :class:`HandKeypointModel` (None: MediaPipe); called once per
             worker, so it must be picklable for the Ray engine (a class or a module-level function).
     """
@@ -101,6 +116,7 @@ class VideoCurationConfig:
     task_mix: dict[str, float] | None = None
     judge_model: str | None = None
     mirrored: bool = False
+    skip_bad_videos: bool = False
     keypoint_model: Callable[[], HandKeypointModel] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -108,13 +124,23 @@ class VideoCurationConfig:
             raise ValueError(f"split must be one of {SPLITS} or None, got {self.split!r}")
         if self.image_format not in IMAGE_FORMATS:
             raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {self.image_format!r}")
-        if not (self.sample_fps > 0 and self.window_seconds > 0 and self.max_side > 0 and 0 < self.fov_degrees < 180):
-            raise ValueError("sample_fps, window_seconds, max_side must be positive and fov_degrees in (0, 180)")
+        for name in ("sample_fps", "window_seconds", "max_side"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{_flag(name)} must be > 0, got {getattr(self, name)!r}")
+        if not 0 < self.fov_degrees < 180:
+            raise ValueError(f"{_flag('fov_degrees')} must be in (0, 180) degrees, got {self.fov_degrees!r}")
+        for name in ("detection_threshold", "pose_threshold", "test_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{_flag(name)} must be in [0, 1], got {getattr(self, name)!r}")
 
     def make_keypoint_model(self) -> HandKeypointModel:
         if self.keypoint_model is not None:
             return self.keypoint_model()
         return MediaPipeHandLandmarker(mirrored=self.mirrored)
+
+
+def _flag(name: str) -> str:
+    return f"{name} (--{name.replace('_', '-')})"
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -236,7 +262,23 @@ def _sidecar(video: Path) -> dict[str, Any]:
 
 
 def decode_stage(item: dict[str, Any], config: VideoCurationConfig) -> list[dict[str, Any]]:
-    """``{"video": path, "video_index": i}`` -> one record per window of the video (module docstring)."""
+    """``{"video": path, "video_index": i}`` -> one record per window of the video (module docstring); with
+    ``skip_bad_videos``, a video that fails gives one record with ``window`` -1 and the reason in ``error``."""
+    try:
+        return _decode(item, config)
+    except SourceDataError as err:
+        if not config.skip_bad_videos:
+            raise
+        return [
+            {
+                "video": str(item["video"]), "video_index": int(item["video_index"]), "recording": "", "narration": "",
+                "source": "", "license": "", "citation": "", "split": "", "window": -1, "start": 0.0, "fps": 0.0,
+                "frames": np.zeros((0, 1, 1, 3), np.uint8), "error": str(err),
+            }
+        ]  # fmt: skip
+
+
+def _decode(item: dict[str, Any], config: VideoCurationConfig) -> list[dict[str, Any]]:
     video = Path(item["video"])
     meta = _sidecar(video)
     source = str(meta.get("source") or config.source)
@@ -250,6 +292,7 @@ def decode_stage(item: dict[str, Any], config: VideoCurationConfig) -> list[dict
         "license": str(meta.get("license") or config.license),
         "citation": str(meta.get("citation") or config.citation),
         "split": split,
+        "error": "",
     }
     windows = iter_video_windows(
         video, sample_fps=config.sample_fps, window_seconds=config.window_seconds, min_seconds=config.min_seconds,
@@ -265,6 +308,11 @@ class KeypointStage:
         self.model = config.make_keypoint_model()
 
     def __call__(self, record: dict[str, Any]) -> dict[str, Any]:
+        if record["error"]:
+            return {
+                **record, "kp_image": np.zeros((0, 2, 21, 2), np.float32), "kp_world": np.zeros((0, 2, 21, 3), np.float32),
+                "kp_scores": np.zeros((0, 2), np.float32), "kp_size": np.zeros(2, np.int64), "kp_model": "",
+            }  # fmt: skip
         keypoints = self.model(record["frames"])
         return {
             **record,
@@ -319,6 +367,11 @@ class CurateStage:
         self.judge = make_judge(config.judge_model)
 
     def __call__(self, record: dict[str, Any]) -> dict[str, Any]:
+        if record["error"]:
+            return {
+                "video_index": int(record["video_index"]), "window": -1, "row": b"", "report": b"", "describe": "",
+                "error": str(record["error"]),
+            }  # fmt: skip
         candidate = window_candidate(record)
         pipeline = video_pipeline(self.config, self.judge)
         clip = pipeline.process(candidate)
@@ -336,6 +389,7 @@ class CurateStage:
             "row": b"" if row is None else pickle.dumps(row),
             "report": pickle.dumps(pipeline.report),
             "describe": pipeline.describe(),
+            "error": "",
         }
 
 
@@ -357,24 +411,70 @@ def run_local(videos: Sequence[Path], config: VideoCurationConfig) -> Iterator[d
 @dataclass
 class VideoCurationSummary:
     """What :func:`curate_videos` found: the kept ``rows`` (in video, window order), the merged ``report``, the
-    ``output_dir`` and how many rows per split were written (empty when nothing passed)."""
+    ``output_dir``, how many rows per split were written (empty when nothing passed) and per input video what became
+    of it (``videos``, as in ``curation_report.json``: :func:`video_outcomes`)."""
 
     output_dir: Path
     rows: list[dict[str, Any]]
     report: CurationReport
     pipeline: str
     written: dict[str, int]
+    videos: list[dict[str, Any]] = field(default_factory=list)
+
+    def unproductive(self) -> list[dict[str, Any]]:
+        """The entries of :attr:`videos` that gave no row."""
+        return [video for video in self.videos if not video["kept"]]
+
+
+def _empty_report() -> CurationReport:
+    return video_pipeline(VideoCurationConfig(), judge=object()).report
 
 
 def collect(results: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], CurationReport, str]:
-    """Stage outputs (any order) -> rows in (video, window) order, the merged report and the pipeline description."""
-    ordered = sorted(results, key=lambda r: (int(r["video_index"]), int(r["window"])))
+    """Stage outputs (any order) -> rows in (video, window) order, the merged report and the pipeline description
+    (records of skipped videos, ``error`` set, carry no window)."""
+    ordered = sorted(
+        (r for r in results if not r.get("error")), key=lambda r: (int(r["video_index"]), int(r["window"]))
+    )
     reports = [pickle.loads(r["report"]) for r in ordered]
-    empty = video_pipeline(VideoCurationConfig(), judge=object()).report
-    report = functools.reduce(CurationReport.merge, reports, empty)
+    report = functools.reduce(CurationReport.merge, reports, _empty_report())
     rows = [pickle.loads(r["row"]) for r in ordered if len(r["row"])]
     describe = str(ordered[0]["describe"]) if ordered else ""
     return rows, report, describe
+
+
+def video_outcomes(
+    videos: Sequence[Path], results: Sequence[dict[str, Any]], durations: Sequence[float | None], min_seconds: float
+) -> list[dict[str, Any]]:
+    """Per video (``results``' ``video_index`` indexes ``videos``): ``{"video", "status", "windows", "kept",
+    "reason"}``, status ``curated`` (``reason``: why windows were dropped, if any), ``no window`` (too short or no
+    decodable frame) or ``skipped`` (``reason``: the error)."""
+    outcomes = []
+    for index, (video, duration) in enumerate(zip(videos, durations, strict=True)):
+        mine = [r for r in results if int(r["video_index"]) == index]
+        errors = [str(r["error"]) for r in mine if r.get("error")]
+        if errors:
+            outcomes.append({"video": str(video), "status": "skipped", "windows": 0, "kept": 0, "reason": errors[0]})
+            continue
+        kept = sum(1 for r in mine if len(r["row"]))
+        if not mine:
+            if duration is not None and duration < min_seconds:
+                reason = f"{duration:.2f} s long, shorter than the minimum clip length {min_seconds:g} s: no window"
+            else:
+                reason = f"fewer decodable frames than the minimum clip length {min_seconds:g} s needs: no window"
+            outcomes.append({"video": str(video), "status": "no window", "windows": 0, "kept": 0, "reason": reason})
+            continue
+        report = functools.reduce(CurationReport.merge, [pickle.loads(r["report"]) for r in mine], _empty_report())
+        dropped = [
+            f"{name}: {reason} {count}"
+            for name, stage in report.stages.items()
+            for reason, count in sorted(stage.dropped.items())
+        ]
+        reason = "dropped " + ", ".join(dropped) if dropped else ""
+        outcomes.append(
+            {"video": str(video), "status": "curated", "windows": len(mine), "kept": kept, "reason": reason}
+        )
+    return outcomes
 
 
 def curate_videos(
@@ -395,21 +495,48 @@ def curate_videos(
         ray_address: the Ray cluster to join (``ray``; None starts a local one).
         num_cpus: CPUs of the local Ray instance (None: all).
         overwrite / progress: as ``pela data export``.
+
+    Raises:
+        SourceDataError: a video cannot be read (without ``config.skip_bad_videos``), found before an engine starts.
     """
     config = config or VideoCurationConfig()
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"output {out} (--output) is a file: pass a folder (absent or empty) for the rows")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} is not empty; pass overwrite=True (--overwrite) to replace it")
     paths = list_videos(videos)
-    if engine == "ray":
+    if config.keypoint_model is None:
+        check_model_file(default_model_path())
+    durations: dict[int, float | None] = {}
+    skipped: dict[int, str] = {}
+    for index, path in enumerate(paths):
+        try:
+            durations[index] = probe_video(path)
+        except SourceDataError as err:
+            if not config.skip_bad_videos:
+                raise
+            skipped[index] = str(err)
+    readable = [path for index, path in enumerate(paths) if index not in skipped]
+    if not readable:
+        results: list[dict[str, Any]] = []
+    elif engine == "ray":
         from .video_curation_ray import run_ray
 
-        results = run_ray(paths, config, address=ray_address, num_cpus=num_cpus)
+        results = run_ray(readable, config, address=ray_address, num_cpus=num_cpus)
     else:
-        results = list(run_local(paths, config))
+        results = list(run_local(readable, config))
     rows, report, describe = collect(results)
+    probed = video_outcomes(readable, results, list(durations.values()), config.min_seconds)
+    outcomes = iter(probed)
+    per_video = [
+        {"video": str(path), "status": "skipped", "windows": 0, "kept": 0, "reason": skipped[index]}
+        if index in skipped
+        else next(outcomes)
+        for index, path in enumerate(paths)
+    ]
     written: dict[str, int] = {}
     if rows:
         from .export import RowSource, write_hub_folder
@@ -426,7 +553,7 @@ def curate_videos(
         written = summary.rows.get("wild", {})
     else:
         out.mkdir(parents=True, exist_ok=True)
-        logger.warning("curate-videos: no clip of %d videos passed curation; nothing exported\n%s", len(paths), report)
-    report_data = {"videos": [str(p) for p in paths], "pipeline": describe, "rows": written, **report.as_dict()}
+        logger.info("curate-videos: no clip of %d videos passed curation; wrote only %s", len(paths), REPORT_FILE)
+    report_data = {"videos": per_video, "pipeline": describe, "rows": written, **report.as_dict()}
     (out / REPORT_FILE).write_text(json.dumps(report_data, indent=2) + "\n")
-    return VideoCurationSummary(out, rows, report, describe, written)
+    return VideoCurationSummary(out, rows, report, describe, written, per_video)

@@ -8,6 +8,8 @@ same stage objects run in :func:`~datasets_unihand_mix.video_curation.run_local`
 thread, so both engines give the same rows. ``address=None`` starts Ray on this machine (``num_cpus`` of them); an
 address (``"auto"``, ``"ray://head:10001"``) joins a cluster, whose workers need PELA and its model installed. A
 local instance's workers import PELA from where this process does (``PYTHONPATH``), so a checkout runs its own code.
+A stage that fails with one of the project's errors (:class:`~modeling_pela.hand_motion.HandMotionError`, e.g. a video
+that cannot be decoded) raises that error here, not Ray's wrapper of it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from modeling_pela.hand_motion import HandMotionError
 
 from .video_curation import CurateStage, KeypointStage, VideoCurationConfig, decode_stage
 
@@ -57,7 +61,27 @@ def run_ray(
             .map(KeypointStage, fn_constructor_kwargs={"config": config}, compute=pool(size=size), num_cpus=1)
             .map(CurateStage, fn_constructor_kwargs={"config": config}, compute=pool(size=size), num_cpus=1)
         )
-        return dataset.take_all()
+        try:
+            return dataset.take_all()
+        except Exception as err:
+            cause = project_error(err)
+            if cause is None:
+                raise
+            raise cause from None
     finally:
         if started:
             ray.shutdown()
+
+
+def project_error(error: BaseException) -> HandMotionError | None:
+    """The project's own error inside Ray's wrappers of it (``RayTaskError``, ``UserCodeException``), or None."""
+    pending, seen = [error], set()
+    while pending:
+        current = pending.pop(0)
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, HandMotionError) and type(current).__module__.split(".")[0] != "ray":
+            return current
+        pending += [getattr(current, "cause", None), current.__cause__, current.__context__]
+    return None

@@ -186,8 +186,16 @@ class DataCurateVideosArguments:
     sample_fps: float = field(default=30.0, metadata=_help("frames kept per second of video (lower rates: all)"))
     window_seconds: float = field(default=5.0, metadata=_help("candidate clip length (10 s after the 0.5x slow-down)"))
     max_side: int = field(default=640, metadata=_help("longer side of the decoded frames, pixels"))
-    detection_threshold: float = 0.65
-    pose_threshold: float = 0.65
+    detection_threshold: float = field(
+        default=0.65, metadata=_help("visual filter: minimum hand-detection confidence, in [0, 1] (paper: 0.65)")
+    )
+    pose_threshold: float = field(
+        default=0.65,
+        metadata=_help(
+            "visual filter: minimum pose confidence, in [0, 1] (paper: 0.65; MediaPipe gives one score per hand, so "
+            "it equals the detection confidence)"
+        ),
+    )
     slowdown: float = field(default=0.5, metadata=_help("playback speed factor of the curated clips (paper: 0.5)"))
     fov_degrees: float = field(default=60.0, metadata=_help("assumed horizontal field of view (wrist depth)"))
     narration: str | None = field(default=None, metadata=_help("narration of videos without a sidecar VIDEO.json"))
@@ -195,12 +203,16 @@ class DataCurateVideosArguments:
     license: str = field(default="unspecified (pass --license)", metadata=_help("license of the videos"))
     citation: str = ""
     split: Literal["train", "test"] | None = field(default=None, metadata=_help("default: by video, --test-fraction"))
-    test_fraction: float = 0.1
+    test_fraction: float = field(default=0.1, metadata=_help("share of the videos that go to test, in [0, 1]"))
     image_format: Literal["jpeg", "png"] = "jpeg"
     judge_model: str | None = field(
         default=None, metadata=_help("transformers text-generation model id for the judge (default: rule-based)")
     )
     mirrored: bool = field(default=False, metadata=_help("mirrored (selfie) videos: swap the handedness labels"))
+    skip_bad_videos: bool = field(
+        default=False,
+        metadata=_help("skip unreadable videos and list them with the reason in curation_report.json (default: stop)"),
+    )
     overwrite: bool = field(default=False, metadata=_help("replace an existing folder in --output"))
 
 

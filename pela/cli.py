@@ -84,18 +84,27 @@ def _cmd_data_curate_videos(args: SimpleNamespace) -> int:
         detection_threshold=args.detection_threshold, pose_threshold=args.pose_threshold, slowdown=args.slowdown,
         fov_degrees=args.fov_degrees, narration=args.narration, source=args.source, license=args.license,
         citation=args.citation, split=args.split, test_fraction=args.test_fraction, image_format=args.image_format,
-        judge_model=args.judge_model, mirrored=args.mirrored,
+        judge_model=args.judge_model, mirrored=args.mirrored, skip_bad_videos=args.skip_bad_videos,
     )  # fmt: skip
     summary = curate_videos(
         args.videos, args.output, config, engine=args.engine, ray_address=args.ray_address, num_cpus=args.num_cpus,
         overwrite=args.overwrite, progress=True,
     )  # fmt: skip
     print(summary.report)
+    unproductive = summary.unproductive()
+    if unproductive:
+        print(f"{len(unproductive)} of {len(summary.videos)} videos gave no row:")
+        for video in unproductive:
+            print(f"  {video['video']}: {video['status']}: {video['reason']}")
+    report = summary.output_dir / REPORT_FILE
     if summary.written:
         print("wild  " + "  ".join(f"{split}: {count} rows" for split, count in summary.written.items()))
+        print(f"wrote {summary.output_dir} (keep rates and every video's outcome: {report})")
     else:
-        print("no clip passed curation: nothing exported (the reasons are above)")
-    print(f"wrote {summary.output_dir} (keep rates: {summary.output_dir / REPORT_FILE})")
+        print(
+            f"no clip passed curation (the reasons are above): wrote only {report}; {summary.output_dir} has no "
+            "'wild' config for load_dataset"
+        )
     return 0
 
 
