@@ -206,3 +206,147 @@ def test_ray_engine_gives_the_same_rows_as_the_local_run(tmp_path):
         assert (tmp_path / "ray" / name).read_text() == (tmp_path / "local" / name).read_text().replace(
             str(tmp_path / "local"), str(tmp_path / "ray")
         )
+
+
+def _unreadable(path: Path) -> Path:
+    path.write_text("not a video, only text\n")
+    return path
+
+
+def _curate_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    status = main(["data", "curate-videos", *argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_an_unreadable_video_stops_either_engine_with_one_line_before_it_starts(tmp_path, capsys, monkeypatch, engine):
+    import datasets_unihand_mix.video_curation as video_curation
+    import datasets_unihand_mix.video_curation_ray as video_curation_ray
+
+    def no_engine(*args, **kwargs):
+        raise AssertionError("an engine started although an input cannot be read")
+
+    monkeypatch.setattr(video_curation, "run_local", no_engine)
+    monkeypatch.setattr(video_curation_ray, "run_ray", no_engine)
+    bad = _unreadable(tmp_path / "bad13.mp4")
+    status, out, err = _curate_cli(capsys, str(VIDEO), str(bad), "--output", str(tmp_path / "o"), "--engine", engine)
+    assert status == 1 and len(err.strip().splitlines()) == 1
+    assert f"{bad}: cannot open video" in err and "re-encode it or remove it from the input" in err
+    assert "--skip-bad-videos" in err
+
+
+def test_ray_errors_of_the_project_are_unwrapped():
+    from ray.exceptions import RayTaskError, UserCodeException
+
+    from datasets_unihand_mix.sources import SourceDataError
+    from datasets_unihand_mix.video_curation_ray import project_error
+
+    cause = SourceDataError("/tmp/clip.json: cannot read the video's metadata")
+    try:
+        raise UserCodeException("UDF failed to process a data block.") from cause
+    except UserCodeException as err:
+        wrapped = RayTaskError("MapBatches(decode_stage)", "traceback", err).as_instanceof_cause()
+    assert project_error(wrapped) is cause
+    assert project_error(RayTaskError("f", "traceback", RuntimeError("other")).as_instanceof_cause()) is None
+
+
+def _bad_inputs(folder: Path) -> dict[str, Path]:
+    folder.mkdir()
+    sidecar = write_hand_free_video(folder / "bad_sidecar.mp4", seconds=1.0)
+    sidecar.with_suffix(".json").write_text("{not json")
+    return {
+        "unreadable": _unreadable(folder / "a_text.mp4"),
+        "bad_sidecar": sidecar,
+        "hand_free": write_hand_free_video(folder / "no_hands.mp4", seconds=1.0),
+        "short": write_hand_free_video(folder / "short.mp4", seconds=0.3),
+    }
+
+
+def test_skip_bad_videos_reports_every_video_the_same_on_both_engines(tmp_path):
+    from datasets_unihand_mix.sources import SourceDataError
+
+    inputs = _bad_inputs(tmp_path / "in")
+    with pytest.raises(SourceDataError, match="bad_sidecar.json: cannot read the video's metadata"):
+        curate_videos([inputs["bad_sidecar"]], tmp_path / "stop", VideoCurationConfig(split="test"), engine="ray",
+                      num_cpus=2)  # fmt: skip
+    config = VideoCurationConfig(split="test", skip_bad_videos=True)
+    local = curate_videos([tmp_path / "in"], tmp_path / "local", config)
+    engine = curate_videos([tmp_path / "in"], tmp_path / "ray", config, engine="ray", num_cpus=2)
+    assert engine.videos == local.videos and not local.rows
+    outcome = {Path(v["video"]).name: v for v in local.videos}
+    assert [Path(v["video"]).name for v in local.videos] == sorted(p.name for p in inputs.values())
+    assert outcome["a_text.mp4"]["status"] == "skipped" and "cannot open video" in outcome["a_text.mp4"]["reason"]
+    assert outcome["bad_sidecar.mp4"]["status"] == "skipped"
+    assert "bad_sidecar.json: cannot read" in outcome["bad_sidecar.mp4"]["reason"]
+    assert outcome["short.mp4"] == {
+        "video": str(inputs["short"]), "status": "no window", "windows": 0, "kept": 0,
+        "reason": "0.32 s long, shorter than the minimum clip length 0.5 s: no window",
+    }  # fmt: skip
+    assert outcome["no_hands.mp4"] == {
+        "video": str(inputs["hand_free"]), "status": "curated", "windows": 1, "kept": 0,
+        "reason": "dropped visual_filter: low_detection_confidence 1",
+    }  # fmt: skip
+    report = json.loads((tmp_path / "ray" / REPORT_FILE).read_text())
+    assert report["videos"] == engine.videos and report["candidates"] == 1
+
+
+def test_a_too_short_video_says_why_once_and_writes_only_the_report(tmp_path, capsys):
+    video = write_hand_free_video(tmp_path / "short.mp4", seconds=0.3)
+    output = tmp_path / "o"
+    status, out, err = _curate_cli(capsys, str(video), "--output", str(output))
+    assert status == 0
+    assert f"{video}: no window: 0.32 s long, shorter than the minimum clip length 0.5 s: no window" in out
+    assert (out + err).count("curation: kept 0/0 candidates") == 1
+    assert "wrote only" in out and "no 'wild' config for load_dataset" in out
+    assert sorted(p.name for p in output.iterdir()) == [REPORT_FILE]
+    report = json.loads((output / REPORT_FILE).read_text())
+    assert report["videos"][0]["status"] == "no window" and "minimum clip length" in report["videos"][0]["reason"]
+
+
+def test_a_corrupt_landmarker_model_gets_a_clean_error(tmp_path, capsys, monkeypatch):
+    model = tmp_path / "hand_landmarker.task"
+    model.write_text("not a zip archive")
+    monkeypatch.setenv("PELA_HAND_LANDMARKER", str(model))
+    with pytest.raises(ValueError, match="not a .task bundle"):
+        MediaPipeHandLandmarker()
+    status, _, err = _curate_cli(capsys, str(VIDEO), "--output", str(tmp_path / "o"), "--engine", "ray")
+    assert status == 1 and str(model) in err and "make env" in err and "PELA_HAND_LANDMARKER" in err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "refused"),
+    [
+        ("--test-fraction", "2", "must be in [0, 1], got 2.0"), ("--detection-threshold", "-1", "must be in [0, 1], got -1.0"),
+        ("--pose-threshold", "1.5", "must be in [0, 1], got 1.5"), ("--window-seconds", "0", "must be > 0, got 0.0"),
+        ("--sample-fps", "0", "must be > 0, got 0.0"), ("--max-side", "0", "must be > 0, got 0"),
+        ("--fov-degrees", "0", "must be in (0, 180) degrees, got 0.0"),
+    ],
+)  # fmt: skip
+def test_each_out_of_range_flag_is_named_with_its_value(tmp_path, capsys, flag, value, refused):
+    status, _, err = _curate_cli(capsys, str(VIDEO), "--output", str(tmp_path / "o"), flag, value)
+    assert status == 1 and f"({flag}) {refused} " in err and len(err.splitlines()) == 1
+
+
+def test_an_output_that_is_a_file_is_refused_with_the_fix(tmp_path, capsys):
+    output = tmp_path / "out.txt"
+    output.write_text("x")
+    status, _, err = _curate_cli(capsys, str(VIDEO), "--output", str(output))
+    assert status == 1 and f"{output} (--output) is a file: pass a folder" in err
+
+
+def test_mediapipe_native_info_lines_stay_off_the_console(capfd):
+    frames = np.zeros((2, 64, 64, 3), np.uint8)
+    with MediaPipeHandLandmarker() as model:
+        model(frames)
+    err = capfd.readouterr().err
+    assert "INFO: " not in err and "W0000" not in err
+
+
+def test_thresholds_have_help_and_a_shown_default():
+    from pela.cli import command_parser
+
+    text = " ".join(command_parser(COMMANDS["data curate-videos"]).format_help().split())
+    assert "minimum hand-detection confidence, in [0, 1] (paper: 0.65) (default: 0.65)" in text
+    assert "it equals the detection confidence) (default: 0.65)" in text
+    assert "--skip-bad-videos" in text
