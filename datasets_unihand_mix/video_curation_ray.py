@@ -52,6 +52,7 @@ def run_ray(
     try:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
+        context.raise_original_map_exception = True
         pool = ray.data.ActorPoolStrategy
         size = actors or max(1, int(ray.cluster_resources().get("CPU", 2)) // 2)
         items = [{"video": str(video), "video_index": index} for index, video in enumerate(videos)]
