@@ -72,7 +72,7 @@ from .hand_landmarker import (
 from .samples import IMAGE_FORMATS, assign_split, sample_row
 from .schema import SPLITS
 from .sources import SourceDataError
-from .video_decoding import ArrayFrames, iter_video_windows, list_videos, probe_video
+from .video_decoding import UNREADABLE_FIX, ArrayFrames, iter_video_windows, list_videos, probe_video
 
 logger = logging.getLogger(__name__)
 
@@ -273,9 +273,14 @@ def decode_stage(item: dict[str, Any], config: VideoCurationConfig) -> list[dict
             {
                 "video": str(item["video"]), "video_index": int(item["video_index"]), "recording": "", "narration": "",
                 "source": "", "license": "", "citation": "", "split": "", "window": -1, "start": 0.0, "fps": 0.0,
-                "frames": np.zeros((0, 1, 1, 3), np.uint8), "error": str(err),
+                "frames": np.zeros((0, 1, 1, 3), np.uint8), "error": _skip_reason(err),
             }
         ]  # fmt: skip
+
+
+def _skip_reason(error: SourceDataError) -> str:
+    """The error of a skipped video, less the advice to skip it."""
+    return str(error).removesuffix(f"; {UNREADABLE_FIX}")
 
 
 def _decode(item: dict[str, Any], config: VideoCurationConfig) -> list[dict[str, Any]]:
@@ -518,7 +523,7 @@ def curate_videos(
         except SourceDataError as err:
             if not config.skip_bad_videos:
                 raise
-            skipped[index] = str(err)
+            skipped[index] = _skip_reason(err)
     readable = [path for index, path in enumerate(paths) if index not in skipped]
     if not readable:
         results: list[dict[str, Any]] = []

@@ -277,6 +277,7 @@ def test_skip_bad_videos_reports_every_video_the_same_on_both_engines(tmp_path):
     outcome = {Path(v["video"]).name: v for v in local.videos}
     assert [Path(v["video"]).name for v in local.videos] == sorted(p.name for p in inputs.values())
     assert outcome["a_text.mp4"]["status"] == "skipped" and "cannot open video" in outcome["a_text.mp4"]["reason"]
+    assert "--skip-bad-videos" not in outcome["a_text.mp4"]["reason"]
     assert outcome["bad_sidecar.mp4"]["status"] == "skipped"
     assert "bad_sidecar.json: cannot read" in outcome["bad_sidecar.mp4"]["reason"]
     assert outcome["short.mp4"] == {
