@@ -67,6 +67,9 @@ from .configuration_pela import (
 )
 from .hand_motion import check_finite
 
+# hand_motion's own import, named here because remote code copies one level of relative imports:
+from .rotations import axis_angle_to_quaternion  # noqa: F401
+
 HANDS = ("left", "right")
 TASK_TYPES = ("motion_generation", "motion_description", "motion_continuation", "video_only")
 TRAINING_INPUTS = ("labels", "chunk_ids", "chunk_hands", "chunk_frames", "is_labeled")

@@ -4,6 +4,9 @@ model refuses MCP targets that were left visible."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -169,6 +172,57 @@ def test_hand_motion_generation_pipeline_in_a_fresh_process(model, processor, mo
         np.testing.assert_allclose(motion[name], expected[name][0].numpy(), atol=1e-5)
     wrist = motion["keypoints"][:, 0]
     np.testing.assert_allclose(wrist, motion["transl"], atol=0.2)  # keypoints in metres, around the wrist position
+
+
+def entry_modules(folder: Path) -> list[Path]:
+    """The files of every class a ``config.json`` / ``processor_config.json`` auto_map or a custom pipeline names, in
+    ``folder`` and its subfolders: the files transformers' remote code starts from."""
+    files = set()
+    for config in [*folder.rglob("config.json"), *folder.rglob("processor_config.json")]:
+        content = json.loads(config.read_text())
+        references = [*content.get("auto_map", {}).values()]
+        references += [task["impl"] for task in content.get("custom_pipelines", {}).values()]
+        files |= {config.parent / (reference.split(".")[0] + ".py") for reference in references}
+    return sorted(files)
+
+
+def test_every_remote_code_entry_module_imports_its_whole_import_graph(model, processor, motion_tokenizer, tmp_path):
+    """transformers copies, for a local folder, only the relative imports named in the entry module itself."""
+    from transformers.dynamic_module_utils import get_relative_import_files, get_relative_imports
+
+    from pela.checkpoints import save_pretraining_checkpoint
+
+    folder = save_pretraining_checkpoint(tmp_path / "checkpoint", model, processor, motion_tokenizer)
+    modules = entry_modules(folder)
+    assert {path.name for path in modules} >= {"processing_pela.py", "modeling_pela.py", "pipeline_pela.py",
+                                              "modeling_motion_tokenizer.py"}  # fmt: skip
+    for module in modules:
+        needed = {Path(path).stem for path in get_relative_import_files(module)}
+        assert needed <= set(get_relative_imports(module)), (module.name, needed - set(get_relative_imports(module)))
+
+
+@pytest.mark.parametrize(
+    "load",
+    [
+        "AutoProcessor.from_pretrained(FOLDER, trust_remote_code=True)",
+        "AutoModel.from_pretrained(FOLDER + '/motion_tokenizer', trust_remote_code=True)",
+    ],
+    ids=["processor", "motion_tokenizer"],
+)
+def test_remote_code_entry_point_loads_alone_in_a_fresh_process(load, model, processor, motion_tokenizer, tmp_path):
+    from pela.checkpoints import save_pretraining_checkpoint
+
+    folder = save_pretraining_checkpoint(tmp_path / "checkpoint-hyphen-2", model, processor, motion_tokenizer)
+    script = f"""
+        from transformers import AutoModel, AutoProcessor
+        FOLDER = {str(folder)!r}
+        loaded = {load}
+        assert type(loaded).__module__.startswith("transformers_modules."), type(loaded).__module__
+        print("LOADED=" + type(loaded).__name__)
+        """
+    result = run_without_project(script, tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stdout.split("LOADED=")[-1].strip() in {"PELAProcessor", "MotionTokenizerModel"}
 
 
 def test_processor_and_model_from_pretrained_components(tmp_path, motion_tokenizer):
