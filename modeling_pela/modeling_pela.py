@@ -312,28 +312,30 @@ class PELAForPretraining(PELAPreTrainedModel):
         vlm_name_or_path: str | os.PathLike | None = None,
         frame_encoder_name_or_path: str | os.PathLike | None = None,
         *,
-        preset: str = "2b",
+        preset: str | None = None,
         **config_overrides: Any,
     ) -> PELAForPretraining:
         """A PELA model around pretrained components, e.g. InternVL3-2B (``OpenGVLab/InternVL3-2B-hf``) and DINOv3
         (``facebook/dinov3-vitl16-pretrain-lvd1689m``) or V-JEPA2, or local folders saved with ``save_pretrained``.
 
-        The backbone's and frame encoder's configurations replace the ``preset``'s (``"2b"`` or ``"tiny"``);
-        ``config_overrides`` set any other ``PELAConfig`` field. The motion vocabulary extends the backbone's text
-        vocabulary (new rows start at the mean of the text rows, see :meth:`load_backbone_weights`); the frame
-        encoder is loaded frozen; the perceivers start from scratch. Components not given are built from the
-        preset's configuration with random weights."""
-        overrides = dict(config_overrides)
-        vlm = frame_encoder = None
-        if vlm_name_or_path is not None:
-            vlm = AutoModelForImageTextToText.from_pretrained(vlm_name_or_path)
-            overrides["vlm_config"] = vlm.config
-            overrides["motion_token_offset"] = None
+        The configuration follows the loaded components (:meth:`PELAConfig.from_components`): without ``preset``,
+        ``align_layer`` is the paper's 19/28 of the backbone's depth and the perceiver takes the frame encoder's width
+        and heads; with ``preset`` (``"2b"`` or ``"tiny"``) the preset's fields are kept. ``config_overrides`` set any
+        ``PELAConfig`` field and win over both. The motion vocabulary extends the backbone's text vocabulary (new rows
+        start at the mean of the text rows, see :meth:`load_backbone_weights`); the frame encoder is loaded frozen;
+        the perceivers start from scratch. Components not given are built from the preset's (default: the paper's)
+        configuration with random weights."""
+        vlm = AutoModelForImageTextToText.from_pretrained(vlm_name_or_path) if vlm_name_or_path is not None else None
+        frame_encoder = None
         if frame_encoder_name_or_path is not None:
             frame_encoder = AutoModel.from_pretrained(frame_encoder_name_or_path)
-            overrides["frame_encoder_config"] = frame_encoder.config
-            overrides["frame_feature_dim"] = None
-        model = cls(PELAConfig.from_preset(preset, **overrides))
+        config = PELAConfig.from_components(
+            vlm.config if vlm is not None else None,
+            frame_encoder.config if frame_encoder is not None else None,
+            preset=preset,
+            **config_overrides,
+        )
+        model = cls(config)
         model.load_backbone_weights(vlm, frame_encoder)
         return model
 

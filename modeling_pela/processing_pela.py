@@ -224,7 +224,7 @@ class PELAProcessor(MotionSpecialTokensMixin, ProcessorMixin):
         motion_tokenizer_name_or_path: str,
         frame_encoder_name_or_path: str | None = None,
         *,
-        preset: str = "2b",
+        preset: str | None = None,
         **config_overrides: Any,
     ) -> PELAProcessor:
         """The processor of ``PELAForPretraining.from_pretrained_components(vlm_name_or_path,
@@ -244,10 +244,9 @@ class PELAProcessor(MotionSpecialTokensMixin, ProcessorMixin):
                 f"{type(vlm_processor).__name__}"
             )
         layout = motion_vocabulary(AutoConfig.from_pretrained(motion_tokenizer_name_or_path, trust_remote_code=True))
-        config = PELAConfig.from_preset(
-            preset, vlm_config=AutoConfig.from_pretrained(vlm_name_or_path), motion_token_offset=None,
-            **{**layout, **config_overrides},
-        )  # fmt: skip
+        config = PELAConfig.from_components(
+            AutoConfig.from_pretrained(vlm_name_or_path), preset=preset, **{**layout, **config_overrides}
+        )
         image_token_id = getattr(vlm_processor, "image_token_id", config.image_token_id)
         if image_token_id != config.image_token_id:
             raise ValueError(

@@ -223,3 +223,37 @@ def test_from_pretrained_components_loads_saved_backbone_and_frozen_frame_encode
         mask_batch(tiny_processor(model.config, frame_size=64).encode([make_sample(seed=1)]), model.config)
     )
     assert torch.isfinite(model(**batch).loss)
+
+
+def test_from_pretrained_components_public_contract_follows_the_loaded_components(tmp_path):
+    """The issue's contract: tiny InternVL / DINOv3 from ``PELAConfig.tiny()``'s configs, saved (weights and config
+    only), load with no preset; the config follows them and every vision-tower, decoder-layer and frame-encoder
+    tensor is the saved one. An explicit field still wins."""
+    from transformers import DINOv3ViTModel
+
+    torch.manual_seed(0)
+    tiny = PELAConfig.tiny()
+    vlm = AutoModelForImageTextToText.from_config(tiny.vlm_config)
+    vlm.save_pretrained(tmp_path / "vlm")
+    encoder = DINOv3ViTModel(tiny.frame_encoder_config)
+    encoder.save_pretrained(tmp_path / "dino")
+    model = PELAForPretraining.from_pretrained_components(
+        vlm_name_or_path=tmp_path / "vlm", frame_encoder_name_or_path=tmp_path / "dino"
+    )
+    config = model.config
+    assert config.align_layer == 3  # round(4 layers x 19 / 28)
+    assert (config.perceiver_hidden_size, config.perceiver_num_heads) == (32, 2)  # the frame encoder's
+    assert config.motion_token_offset == tiny.text_config.vocab_size
+    saved = vlm.state_dict()
+    checked = [name for name in saved if "vision_tower" in name or ".layers." in name]
+    assert any("vision_tower" in name for name in checked) and any("language_model.layers" in name for name in checked)
+    for name in checked:
+        assert torch.equal(model.vlm.state_dict()[name], saved[name]), name
+    for name, value in encoder.state_dict().items():
+        assert torch.equal(model.frame_encoder.state_dict()[name], value), name
+    override = PELAForPretraining.from_pretrained_components(
+        tmp_path / "vlm", tmp_path / "dino", align_layer=1, perceiver_hidden_size=16
+    )
+    assert (override.config.align_layer, override.config.perceiver_hidden_size) == (1, 16)
+    deep = PELAConfig.from_components(PELAConfig().vlm_config)
+    assert deep.align_layer == 19 and PELAConfig.from_components(tiny.vlm_config, preset="tiny").align_layer == 3
