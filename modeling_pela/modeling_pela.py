@@ -857,19 +857,28 @@ class PELAForPretraining(PELAPreTrainedModel):
         pixel_values: torch.FloatTensor | None = None,
         frame_pixel_values: torch.FloatTensor | None = None,
         frame_features: torch.FloatTensor | None = None,
+        hands: str | Sequence[str] | None = None,
     ) -> PELAPredictiveEmbeddingOutput:
         """One forward pass returning the ``align_layer`` hidden states at the motion positions (for a robot head).
 
-        For a new observation, end the prompt with all-``[MASK]`` chunks (the processor builds them for a sample
-        without motion). No LM head is evaluated; gradients flow (wrap in ``torch.no_grad()`` for inference)."""
+        A prompt without chunks (``processor(images=, text=)``, as for ``generate_motion``) is followed by one
+        all-``[MASK]`` chunk per hand, left then right (the LeRobot policy's layout): ``hands`` (``"left"``,
+        ``"right"``, ``"both"`` or a list), default the hands whose latent-state block the prompt holds. Inputs that
+        hold chunks (a training batch) are used as given. No LM head is evaluated; gradients flow (wrap in
+        ``torch.no_grad()`` for inference)."""
         self._check_inputs(
             input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
             frame_pixel_values=frame_pixel_values, frame_features=frame_features,
         )  # fmt: skip
-        chunk_ids = self.chunk_ids_from_input_ids(input_ids)
-        positions, chunk_mask = self._chunk_positions(input_ids, chunk_ids)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        if not bool((input_ids == self.config.mot_start_token_id).any()):
+            hands = self._normalize_hands(self._prompt_hands(input_ids) if hands is None else hands)
+            input_ids, attention_mask = self._with_masked_chunks(input_ids, attention_mask, len(hands))
+        elif hands is not None:
+            raise ValueError("hands= is for a prompt without chunks; these inputs already hold their motion chunks")
+        chunk_ids = self.chunk_ids_from_input_ids(input_ids)
+        positions, chunk_mask = self._chunk_positions(input_ids, chunk_ids)
         embeds = self._embed(input_ids, pixel_values, frame_pixel_values, frame_features)
         _, align_hidden = self._decode(embeds, attention_mask, chunk_ids)
         batch, num_chunks, K = positions.shape
@@ -877,6 +886,16 @@ class PELAForPretraining(PELAPreTrainedModel):
         predictive = align_hidden.gather(1, index).view(batch, num_chunks, K, -1)
         predictive = predictive * chunk_mask[:, :, None, None].to(predictive.dtype)
         return PELAPredictiveEmbeddingOutput(predictive_embeddings=predictive, chunk_mask=chunk_mask)
+
+    def _with_masked_chunks(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_chunks: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``input_ids`` / ``attention_mask`` (B, L) followed by ``num_chunks`` chunks ``<mot> [MASK] x K </mot>``."""
+        config = self.config
+        chunk = [config.mot_start_token_id] + [config.mask_token_id] * config.tokens_per_chunk
+        chunks = torch.tensor((chunk + [config.mot_end_token_id]) * num_chunks, device=input_ids.device)
+        chunks = chunks.expand(input_ids.shape[0], -1).to(input_ids.dtype)
+        return torch.cat([input_ids, chunks], 1), torch.cat([attention_mask, attention_mask.new_ones(chunks.shape)], 1)
 
     # -- generation ----------------------------------------------------------------------------------------------
 

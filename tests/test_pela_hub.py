@@ -115,8 +115,9 @@ def test_remote_code_in_a_process_without_the_repository(saved, tmp_path):
         with torch.no_grad():
             loss = float(model(**inputs["batch"]).loss)
             embeddings = model.get_predictive_embeddings(**torch.load("embedding_inputs.pt")).predictive_embeddings
+            from_prompt = model.get_predictive_embeddings(**inputs["prompt"]).predictive_embeddings
         tokens = model.generate_motion(**inputs["prompt"], hands="right", decode_ratio=0.5).motion_tokens
-        torch.save({{"embeddings": embeddings, "tokens": tokens}}, "remote.pt")
+        torch.save({{"embeddings": embeddings, "from_prompt": from_prompt, "tokens": tokens}}, "remote.pt")
         print("REMOTE=" + json.dumps([type(model).__module__, type(processor).__module__, loss,
                                       processor.mask_token_id]))
         """
@@ -127,6 +128,10 @@ def test_remote_code_in_a_process_without_the_repository(saved, tmp_path):
     assert remote_loss == pytest.approx(loss, rel=1e-5) and mask_id == model.config.mask_token_id
     remote = torch.load(tmp_path / "remote.pt")
     torch.testing.assert_close(remote["embeddings"], embeddings)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            remote["from_prompt"], model.get_predictive_embeddings(**prompt).predictive_embeddings
+        )
     assert torch.equal(remote["tokens"], tokens)
 
 

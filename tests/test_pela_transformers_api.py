@@ -117,6 +117,30 @@ def test_generate_motion_from_a_processor_prompt(model, processor, motion_tokeni
     assert model.generate_motion(**right, decode_ratio=0.5).hands == ("right",)
 
 
+def test_predictive_embeddings_from_a_processor_prompt(model, processor):
+    """``processor(images=, text=)`` -> the prompt followed by one all-[MASK] chunk per hand, as the LeRobot policy
+    builds it."""
+    config = model.config
+    rng = np.random.default_rng(9)
+    prompt = processor(images=random_image(rng), text="pick up a cup")
+    chunk = [config.mot_start_token_id] + [config.mask_token_id] * K + [config.mot_end_token_id]
+    chunks = torch.tensor([chunk * 2])
+    explicit = {
+        **prompt,
+        "input_ids": torch.cat([prompt["input_ids"], chunks], 1),
+        "attention_mask": torch.cat([prompt["attention_mask"], torch.ones_like(chunks)], 1),
+    }
+    with torch.no_grad():
+        output = model.get_predictive_embeddings(**prompt)
+        expected = model.get_predictive_embeddings(**explicit)
+        right = model.get_predictive_embeddings(**processor(images=random_image(rng), text="push", hands="right"))
+    assert output.predictive_embeddings.shape == (1, 2, K, config.hidden_size) and bool(output.chunk_mask.all())
+    torch.testing.assert_close(output.predictive_embeddings, expected.predictive_embeddings)
+    assert right.predictive_embeddings.shape == (1, 1, K, config.hidden_size)
+    with pytest.raises(ValueError, match="already hold their motion chunks"):
+        model.get_predictive_embeddings(**explicit, hands="right")
+
+
 def test_the_model_refuses_visible_mcp_targets(model, processor):
     rng = np.random.default_rng(5)
     tokens = np.concatenate(
