@@ -296,6 +296,8 @@ class PELAConfig(MotionSpecialTokensMixin, PreTrainedConfig):
             if preset is None:
                 fields["perceiver_hidden_size"] = frame_encoder_config.hidden_size
                 fields["perceiver_num_heads"] = frame_encoder_config.num_attention_heads
+        elif overrides.get("frame_feature_dim") is not None:
+            fields.pop("frame_encoder_config", None)
         return cls(**{**fields, **overrides})
 
     @classmethod

@@ -60,12 +60,14 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, DynamicCache, PreTrainedModel
 from transformers import initialization as init
 from transformers.masking_utils import create_masks_for_generate
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
 from .configuration_pela import PELAConfig
 from .packed_sequences import SampleLayout, same_sample_function
 from .perceiver import HANDS, FrameTokenGrid, LatentPerceivers, LatentQueries
 from .rotations import axis_angle_to_rotation_6d, rotation_6d_to_axis_angle
+
+logger = logging.get_logger(__name__)
 
 IGNORE_INDEX = -100
 ENSEMBLE_METHODS = ("vote", "mean")
@@ -313,8 +315,9 @@ class PELAForPretraining(PELAPreTrainedModel):
         frame_encoder_name_or_path: str | os.PathLike | None = None,
         *,
         preset: str | None = None,
+        output_loading_info: bool = False,
         **config_overrides: Any,
-    ) -> PELAForPretraining:
+    ) -> PELAForPretraining | tuple[PELAForPretraining, dict[str, dict[str, list[str]]]]:
         """A PELA model around pretrained components, e.g. InternVL3-2B (``OpenGVLab/InternVL3-2B-hf``) and DINOv3
         (``facebook/dinov3-vitl16-pretrain-lvd1689m``) or V-JEPA2, or local folders saved with ``save_pretrained``.
 
@@ -323,12 +326,38 @@ class PELAForPretraining(PELAPreTrainedModel):
         and heads; with ``preset`` (``"2b"`` or ``"tiny"``) the preset's fields are kept. ``config_overrides`` set any
         ``PELAConfig`` field and win over both. The motion vocabulary extends the backbone's text vocabulary (new rows
         start at the mean of the text rows, see :meth:`load_backbone_weights`); the frame encoder is loaded frozen;
-        the perceivers start from scratch. Components not given are built from the preset's (default: the paper's)
-        configuration with random weights."""
-        vlm = AutoModelForImageTextToText.from_pretrained(vlm_name_or_path) if vlm_name_or_path is not None else None
-        frame_encoder = None
+        the perceivers start from scratch. Without ``vlm_name_or_path`` the backbone is built from the preset's
+        (default: the paper's) configuration with random weights; without ``frame_encoder_name_or_path`` the model
+        takes precomputed frame features of width ``frame_feature_dim`` (required then).
+
+        Weights a component's folder lacks (or holds with another shape) are logged as a warning naming them, and
+        returned per component (``{"vlm": ..., "frame_encoder": ...}``, each with ``missing_keys``,
+        ``unexpected_keys``, ``mismatched_keys``) with ``output_loading_info=True``. A frame encoder with missing
+        weights raises ``ValueError``: it is frozen, so they would stay random."""
+        if frame_encoder_name_or_path is None and config_overrides.get("frame_feature_dim") is None:
+            raise ValueError(
+                "frame_encoder_name_or_path=None means precomputed frame features: give their width as "
+                "frame_feature_dim=, or a frame encoder (frame_encoder_name_or_path=, `pela pretrain --frame_encoder`)"
+            )
+        loading_info, vlm, frame_encoder = {}, None, None
+        if vlm_name_or_path is not None:
+            vlm, loading_info["vlm"] = AutoModelForImageTextToText.from_pretrained(
+                vlm_name_or_path, output_loading_info=True
+            )
         if frame_encoder_name_or_path is not None:
-            frame_encoder = AutoModel.from_pretrained(frame_encoder_name_or_path)
+            frame_encoder, loading_info["frame_encoder"] = AutoModel.from_pretrained(
+                frame_encoder_name_or_path, output_loading_info=True
+            )
+        loading_info = {name: _loading_report(info) for name, info in loading_info.items()}
+        for name, info in loading_info.items():
+            path = vlm_name_or_path if name == "vlm" else frame_encoder_name_or_path
+            problems = [f"lacks weights {info['missing_keys']}"] if info["missing_keys"] else []
+            problems += [f"holds weights of another shape {info['mismatched_keys']}"] if info["mismatched_keys"] else []
+            if problems:
+                message = f"{path} ({name}) {' and '.join(problems)}: they are randomly initialised"
+                if name == "frame_encoder":
+                    raise ValueError(f"{message}, but the frame encoder is frozen: use a complete checkpoint")
+                logger.warning(message)
         config = PELAConfig.from_components(
             vlm.config if vlm is not None else None,
             frame_encoder.config if frame_encoder is not None else None,
@@ -337,7 +366,7 @@ class PELAForPretraining(PELAPreTrainedModel):
         )
         model = cls(config)
         model.load_backbone_weights(vlm, frame_encoder)
-        return model
+        return (model, loading_info) if output_loading_info else model
 
     @torch.no_grad()
     def load_backbone_weights(
@@ -1168,6 +1197,17 @@ def _gumbel(shape: Sequence[int], generator: torch.Generator | None, device: tor
 
 AutoConfig.register(PELAConfig.model_type, PELAConfig, exist_ok=True)
 AutoModel.register(PELAConfig, PELAForPretraining, exist_ok=True)
+
+
+def _loading_report(info: dict[str, Any]) -> dict[str, list[str]]:
+    """transformers' ``output_loading_info`` -> sorted ``missing_keys``, ``unexpected_keys`` and
+    ``mismatched_keys`` (names only)."""
+    return {
+        key: sorted(item[0] if isinstance(item, tuple) else item for item in info.get(key, ()))
+        for key in ("missing_keys", "unexpected_keys", "mismatched_keys")
+    }
+
+
 PELAConfig.register_for_auto_class()
 PELAForPretraining.register_for_auto_class("AutoModel")
 

@@ -262,3 +262,36 @@ def test_from_pretrained_components_public_contract_follows_the_loaded_component
     assert (override.config.align_layer, override.config.perceiver_hidden_size) == (1, 16)
     deep = PELAConfig.from_components(PELAConfig().vlm_config)
     assert deep.align_layer == 19 and PELAConfig.from_components(tiny.vlm_config, preset="tiny").align_layer == 3
+
+
+def test_from_pretrained_components_precomputed_features_and_reported_missing_weights(tmp_path, caplog):
+    """No frame encoder: precomputed features of ``frame_feature_dim`` (required). Tensors missing from a
+    component's folder are named in a warning and in ``output_loading_info``; a frozen frame encoder refuses them."""
+    from safetensors.torch import load_file, save_file
+    from transformers import DINOv3ViTModel
+
+    tiny = PELAConfig.tiny()
+    AutoModelForImageTextToText.from_config(tiny.vlm_config).save_pretrained(tmp_path / "vlm")
+    DINOv3ViTModel(tiny.frame_encoder_config).save_pretrained(tmp_path / "dino")
+    model = PELAForPretraining.from_pretrained_components(tmp_path / "vlm", None, frame_feature_dim=24)
+    assert model.frame_encoder is None and model.config.frame_encoder_config is None and model.config.frame_dim == 24
+    with pytest.raises(ValueError, match="precomputed frame features: give their width as frame_feature_dim="):
+        PELAForPretraining.from_pretrained_components(tmp_path / "vlm", None)
+
+    dropped = {}
+    for name in ("vlm", "dino"):
+        weights = load_file(tmp_path / name / "model.safetensors")
+        dropped[name] = next(key for key in weights if ".layers.1.mlp.up_proj" in key or "layer.1.mlp" in key)
+        del weights[dropped[name]]
+        save_file(weights, tmp_path / name / "model.safetensors", metadata={"format": "pt"})
+    with caplog.at_level("WARNING"):
+        model, info = PELAForPretraining.from_pretrained_components(
+            tmp_path / "vlm", None, frame_feature_dim=24, output_loading_info=True
+        )
+    missing = info["vlm"]["missing_keys"]
+    assert missing == ["model.language_model.layers.1.mlp.up_proj.weight"]
+    assert any(
+        missing[0] in record.getMessage() and "randomly initialised" in record.getMessage() for record in caplog.records
+    )
+    with pytest.raises(ValueError, match=f"lacks weights .*{dropped['dino']}.*the frame encoder is frozen"):
+        PELAForPretraining.from_pretrained_components(tmp_path / "vlm", tmp_path / "dino")
