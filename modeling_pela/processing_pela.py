@@ -48,6 +48,7 @@ Fields (B samples, L tokens, N chunks, F boundary frames):
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -231,11 +232,22 @@ class PELAProcessor(MotionSpecialTokensMixin, ProcessorMixin):
         frame_encoder_name_or_path, **config_overrides)`` with the motion tokenizer's layout: the VLM's own tokenizer
         and image processor (``AutoProcessor``; InternVL's ``<img>`` / ``</img>`` wrap the image tokens), the frame
         encoder's image processor (None: precomputed ``frame_features``), and the motion ids after the VLM's text
-        vocabulary. Each argument is a Hub id or a local folder. Raises ``ValueError`` when the VLM has no tokenizer
-        or image processor, or when its processor's image token is not the model config's ``image_token_id``."""
+        vocabulary. Each argument is a Hub id or a local folder. Raises ``FileNotFoundError`` when a local VLM folder
+        holds no processor, ``ValueError`` when the VLM has no tokenizer or image processor, or when its processor's
+        image token is not the model config's ``image_token_id``."""
         from transformers import AutoConfig, AutoImageProcessor, AutoProcessor
 
-        vlm_processor = AutoProcessor.from_pretrained(vlm_name_or_path)
+        try:
+            vlm_processor = AutoProcessor.from_pretrained(vlm_name_or_path)
+        except OSError as error:
+            if not os.path.isdir(vlm_name_or_path):
+                raise
+            raise FileNotFoundError(
+                f"{vlm_name_or_path} holds no processor of the VLM (tokenizer and image processor files such as "
+                "preprocessor_config.json): put them in the folder (the VLM's Hub repository has them: "
+                "AutoProcessor.from_pretrained(HUB_ID).save_pretrained(FOLDER)), or pass a saved PELAProcessor "
+                "(PELAProcessor.from_pretrained(DIR), `pela pretrain --processor DIR`)"
+            ) from error
         tokenizer = getattr(vlm_processor, "tokenizer", None)
         image_processor = getattr(vlm_processor, "image_processor", None)
         if tokenizer is None or image_processor is None:

@@ -284,3 +284,19 @@ def test_load_and_argument_errors_name_the_problem(workspace, tmp_path, capsys):
     ):
         assert main(["pretrain", *flags, *extra]) == 1
         assert message in capsys.readouterr().err
+
+
+def test_pretrain_from_a_vlm_folder_without_processor_says_how_to_get_one(workspace, tmp_path, capsys):
+    """A weights-and-config-only VLM folder: one line naming the folder and the fix, no traceback."""
+    from transformers import AutoModelForImageTextToText, DINOv3ViTModel
+
+    from modeling_pela import PELAConfig
+
+    tiny = PELAConfig.tiny()
+    AutoModelForImageTextToText.from_config(tiny.vlm_config).save_pretrained(tmp_path / "vlm")
+    DINOv3ViTModel(tiny.frame_encoder_config).save_pretrained(tmp_path / "dino")
+    config = _config(workspace, tmp_path / "run", vlm=str(tmp_path / "vlm"), frame_encoder=str(tmp_path / "dino"))
+    assert main(["pretrain", str(config)]) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"pela pretrain: error: {tmp_path / 'vlm'} holds no processor of the VLM")
+    assert "--processor DIR" in error and "Traceback" not in error
