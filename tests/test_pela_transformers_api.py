@@ -298,3 +298,35 @@ def test_processor_and_model_from_pretrained_components(tmp_path, motion_tokeniz
         add_motion_vocabulary(tokenizer, 256, codebook_size=8)  # extended for another layout
     with pytest.raises(ValueError, match=f"the tokenizer has {len(words)} tokens but the model's text vocabulary ends"):
         add_motion_vocabulary(AutoTokenizer.from_pretrained(tmp_path / "vlm"), 3, codebook_size=8)
+
+
+def test_processor_from_pretrained_components_with_a_vjepa2_video_processor(tmp_path, motion_tokenizer):
+    """A V-JEPA2 folder holds a video processor (video_preprocessor_config.json), not an image processor."""
+    from transformers import VJEPA2Config, VJEPA2Model, VJEPA2VideoProcessor
+
+    from modeling_pela import PELAForPretraining, PELAProcessor
+
+    save_tiny_vlm_and_frame_encoder(tmp_path / "vlm", tmp_path / "dino")
+    motion_tokenizer.save_pretrained(tmp_path / "motion")
+    config = VJEPA2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, mlp_ratio=2, crop_size=32,
+                          frames_per_clip=2, tubelet_size=2, patch_size=16, pred_hidden_size=16,
+                          pred_num_hidden_layers=1, pred_num_attention_heads=2, pred_num_mask_tokens=2)  # fmt: skip
+    VJEPA2Model(config).save_pretrained(tmp_path / "vjepa")
+    VJEPA2VideoProcessor(crop_size={"height": 32, "width": 32}, size={"shortest_edge": 32}).save_pretrained(
+        tmp_path / "vjepa"
+    )
+    processor = PELAProcessor.from_pretrained_components(
+        str(tmp_path / "vlm"), str(tmp_path / "motion"), str(tmp_path / "vjepa"), preset="tiny"
+    )
+    assert type(processor.frame_processor).__name__ == "VJEPA2VideoProcessor"
+    rng = np.random.default_rng(10)
+    inputs = processor(images=[[random_image(rng), random_image(rng)]], text="pick up a cup", hands="right")
+    assert inputs["frame_pixel_values"].shape == (1, 1, 3, 32, 32)
+    processor.save_pretrained(tmp_path / "saved")
+    reloaded = PELAProcessor.from_pretrained(tmp_path / "saved")
+    assert type(reloaded.frame_processor).__name__ == "VJEPA2VideoProcessor"
+    layout = {"codebook_size": CODEBOOK, "tokens_per_chunk": K, "num_latent_queries": K, "chunk_length": 15}
+    model = PELAForPretraining.from_pretrained_components(
+        str(tmp_path / "vlm"), str(tmp_path / "vjepa"), preset="tiny", **layout
+    ).eval()
+    assert model.generate_motion(**inputs, decode_ratio=0.5).motion_tokens.shape == (1, 1, 1, K)
