@@ -123,6 +123,8 @@ def motion_vocabulary(tokenizer_config: Any) -> dict[str, int]:
     }
 
 
+PAPER_ALIGN_LAYER, PAPER_TEXT_DEPTH = 19, 28  # predictive embeddings of layer 19 of InternVL3-2B's 28
+
 PRESETS: dict[str, dict[str, Any]] = {
     "2b": {},  # the class defaults
     "tiny": {
@@ -262,6 +264,41 @@ class PELAConfig(MotionSpecialTokensMixin, PreTrainedConfig):
         if name not in PRESETS:
             raise ValueError(f"unknown PELA preset {name!r}; choose from {sorted(PRESETS)}")
         return cls(**{**copy.deepcopy(PRESETS[name]), **overrides})
+
+    @classmethod
+    def from_components(
+        cls,
+        vlm_config: PreTrainedConfig | None = None,
+        frame_encoder_config: PreTrainedConfig | None = None,
+        *,
+        preset: str | None = None,
+        **overrides: Any,
+    ) -> PELAConfig:
+        """The configuration of a PELA model around a loaded backbone (``vlm_config``, its text vocabulary extended by
+        the motion vocabulary) and frame encoder (``frame_encoder_config``; ``None``: the preset's, or precomputed
+        features when ``frame_feature_dim`` is given).
+
+        Without ``preset`` the other fields follow the components: ``align_layer`` is the paper's depth fraction
+        (layer 19 of 28) of the backbone's text model, rounded; ``perceiver_hidden_size`` and ``perceiver_num_heads``
+        are the frame encoder's width and heads (1024 and 16 for DINOv3 / V-JEPA2 ViT-L, as in the paper); the rest
+        are the class defaults (the paper's). With ``preset`` (``"2b"`` or ``"tiny"``) the preset's fields are used and
+        only the component configs replace it. ``overrides`` win over both."""
+        if preset is not None and preset not in PRESETS:
+            raise ValueError(f"unknown PELA preset {preset!r}; choose from {sorted(PRESETS)}")
+        fields = copy.deepcopy(PRESETS[preset]) if preset is not None else {}
+        if vlm_config is not None:
+            fields.update(vlm_config=vlm_config, motion_token_offset=None)
+            if preset is None:
+                depth = vlm_config.get_text_config().num_hidden_layers
+                fields["align_layer"] = max(1, round(depth * PAPER_ALIGN_LAYER / PAPER_TEXT_DEPTH))
+        if frame_encoder_config is not None:
+            fields.update(frame_encoder_config=frame_encoder_config, frame_feature_dim=None)
+            if preset is None:
+                fields["perceiver_hidden_size"] = frame_encoder_config.hidden_size
+                fields["perceiver_num_heads"] = frame_encoder_config.num_attention_heads
+        elif overrides.get("frame_feature_dim") is not None:
+            fields.pop("frame_encoder_config", None)
+        return cls(**{**fields, **overrides})
 
     @classmethod
     def tiny(cls, **overrides: Any) -> PELAConfig:

@@ -60,12 +60,14 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, DynamicCache, PreTrainedModel
 from transformers import initialization as init
 from transformers.masking_utils import create_masks_for_generate
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
 from .configuration_pela import PELAConfig
 from .packed_sequences import SampleLayout, same_sample_function
 from .perceiver import HANDS, FrameTokenGrid, LatentPerceivers, LatentQueries
 from .rotations import axis_angle_to_rotation_6d, rotation_6d_to_axis_angle
+
+logger = logging.get_logger(__name__)
 
 IGNORE_INDEX = -100
 ENSEMBLE_METHODS = ("vote", "mean")
@@ -312,30 +314,59 @@ class PELAForPretraining(PELAPreTrainedModel):
         vlm_name_or_path: str | os.PathLike | None = None,
         frame_encoder_name_or_path: str | os.PathLike | None = None,
         *,
-        preset: str = "2b",
+        preset: str | None = None,
+        output_loading_info: bool = False,
         **config_overrides: Any,
-    ) -> PELAForPretraining:
+    ) -> PELAForPretraining | tuple[PELAForPretraining, dict[str, dict[str, list[str]]]]:
         """A PELA model around pretrained components, e.g. InternVL3-2B (``OpenGVLab/InternVL3-2B-hf``) and DINOv3
         (``facebook/dinov3-vitl16-pretrain-lvd1689m``) or V-JEPA2, or local folders saved with ``save_pretrained``.
 
-        The backbone's and frame encoder's configurations replace the ``preset``'s (``"2b"`` or ``"tiny"``);
-        ``config_overrides`` set any other ``PELAConfig`` field. The motion vocabulary extends the backbone's text
-        vocabulary (new rows start at the mean of the text rows, see :meth:`load_backbone_weights`); the frame
-        encoder is loaded frozen; the perceivers start from scratch. Components not given are built from the
-        preset's configuration with random weights."""
-        overrides = dict(config_overrides)
-        vlm = frame_encoder = None
+        The configuration follows the loaded components (:meth:`PELAConfig.from_components`): without ``preset``,
+        ``align_layer`` is the paper's 19/28 of the backbone's depth and the perceiver takes the frame encoder's width
+        and heads; with ``preset`` (``"2b"`` or ``"tiny"``) the preset's fields are kept. ``config_overrides`` set any
+        ``PELAConfig`` field and win over both. The motion vocabulary extends the backbone's text vocabulary (new rows
+        start at the mean of the text rows, see :meth:`load_backbone_weights`); the frame encoder is loaded frozen;
+        the perceivers start from scratch. Without ``vlm_name_or_path`` the backbone is built from the preset's
+        (default: the paper's) configuration with random weights; without ``frame_encoder_name_or_path`` the model
+        takes precomputed frame features of width ``frame_feature_dim`` (required then).
+
+        Weights a component's folder lacks (or holds with another shape) are logged as a warning naming them, and
+        returned per component (``{"vlm": ..., "frame_encoder": ...}``, each with ``missing_keys``,
+        ``unexpected_keys``, ``mismatched_keys``) with ``output_loading_info=True``. A frame encoder with missing
+        weights raises ``ValueError``: it is frozen, so they would stay random."""
+        if frame_encoder_name_or_path is None and config_overrides.get("frame_feature_dim") is None:
+            raise ValueError(
+                "frame_encoder_name_or_path=None means precomputed frame features: give their width as "
+                "frame_feature_dim=, or a frame encoder (frame_encoder_name_or_path=, `pela pretrain --frame_encoder`)"
+            )
+        loading_info, vlm, frame_encoder = {}, None, None
         if vlm_name_or_path is not None:
-            vlm = AutoModelForImageTextToText.from_pretrained(vlm_name_or_path)
-            overrides["vlm_config"] = vlm.config
-            overrides["motion_token_offset"] = None
+            vlm, loading_info["vlm"] = AutoModelForImageTextToText.from_pretrained(
+                vlm_name_or_path, output_loading_info=True
+            )
         if frame_encoder_name_or_path is not None:
-            frame_encoder = AutoModel.from_pretrained(frame_encoder_name_or_path)
-            overrides["frame_encoder_config"] = frame_encoder.config
-            overrides["frame_feature_dim"] = None
-        model = cls(PELAConfig.from_preset(preset, **overrides))
+            frame_encoder, loading_info["frame_encoder"] = AutoModel.from_pretrained(
+                frame_encoder_name_or_path, output_loading_info=True
+            )
+        loading_info = {name: _loading_report(info) for name, info in loading_info.items()}
+        for name, info in loading_info.items():
+            path = vlm_name_or_path if name == "vlm" else frame_encoder_name_or_path
+            problems = [f"lacks weights {info['missing_keys']}"] if info["missing_keys"] else []
+            problems += [f"holds weights of another shape {info['mismatched_keys']}"] if info["mismatched_keys"] else []
+            if problems:
+                message = f"{path} ({name}) {' and '.join(problems)}: they are randomly initialised"
+                if name == "frame_encoder":
+                    raise ValueError(f"{message}, but the frame encoder is frozen: use a complete checkpoint")
+                logger.warning(message)
+        config = PELAConfig.from_components(
+            vlm.config if vlm is not None else None,
+            frame_encoder.config if frame_encoder is not None else None,
+            preset=preset,
+            **config_overrides,
+        )
+        model = cls(config)
         model.load_backbone_weights(vlm, frame_encoder)
-        return model
+        return (model, loading_info) if output_loading_info else model
 
     @torch.no_grad()
     def load_backbone_weights(
@@ -855,19 +886,28 @@ class PELAForPretraining(PELAPreTrainedModel):
         pixel_values: torch.FloatTensor | None = None,
         frame_pixel_values: torch.FloatTensor | None = None,
         frame_features: torch.FloatTensor | None = None,
+        hands: str | Sequence[str] | None = None,
     ) -> PELAPredictiveEmbeddingOutput:
         """One forward pass returning the ``align_layer`` hidden states at the motion positions (for a robot head).
 
-        For a new observation, end the prompt with all-``[MASK]`` chunks (the processor builds them for a sample
-        without motion). No LM head is evaluated; gradients flow (wrap in ``torch.no_grad()`` for inference)."""
+        A prompt without chunks (``processor(images=, text=)``, as for ``generate_motion``) is followed by one
+        all-``[MASK]`` chunk per hand, left then right (the LeRobot policy's layout): ``hands`` (``"left"``,
+        ``"right"``, ``"both"`` or a list), default the hands whose latent-state block the prompt holds. Inputs that
+        hold chunks (a training batch) are used as given. No LM head is evaluated; gradients flow (wrap in
+        ``torch.no_grad()`` for inference)."""
         self._check_inputs(
             input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
             frame_pixel_values=frame_pixel_values, frame_features=frame_features,
         )  # fmt: skip
-        chunk_ids = self.chunk_ids_from_input_ids(input_ids)
-        positions, chunk_mask = self._chunk_positions(input_ids, chunk_ids)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        if not bool((input_ids == self.config.mot_start_token_id).any()):
+            hands = self._normalize_hands(self._prompt_hands(input_ids) if hands is None else hands)
+            input_ids, attention_mask = self._with_masked_chunks(input_ids, attention_mask, len(hands))
+        elif hands is not None:
+            raise ValueError("hands= is for a prompt without chunks; these inputs already hold their motion chunks")
+        chunk_ids = self.chunk_ids_from_input_ids(input_ids)
+        positions, chunk_mask = self._chunk_positions(input_ids, chunk_ids)
         embeds = self._embed(input_ids, pixel_values, frame_pixel_values, frame_features)
         _, align_hidden = self._decode(embeds, attention_mask, chunk_ids)
         batch, num_chunks, K = positions.shape
@@ -875,6 +915,16 @@ class PELAForPretraining(PELAPreTrainedModel):
         predictive = align_hidden.gather(1, index).view(batch, num_chunks, K, -1)
         predictive = predictive * chunk_mask[:, :, None, None].to(predictive.dtype)
         return PELAPredictiveEmbeddingOutput(predictive_embeddings=predictive, chunk_mask=chunk_mask)
+
+    def _with_masked_chunks(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_chunks: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``input_ids`` / ``attention_mask`` (B, L) followed by ``num_chunks`` chunks ``<mot> [MASK] x K </mot>``."""
+        config = self.config
+        chunk = [config.mot_start_token_id] + [config.mask_token_id] * config.tokens_per_chunk
+        chunks = torch.tensor((chunk + [config.mot_end_token_id]) * num_chunks, device=input_ids.device)
+        chunks = chunks.expand(input_ids.shape[0], -1).to(input_ids.dtype)
+        return torch.cat([input_ids, chunks], 1), torch.cat([attention_mask, attention_mask.new_ones(chunks.shape)], 1)
 
     # -- generation ----------------------------------------------------------------------------------------------
 
@@ -1147,6 +1197,17 @@ def _gumbel(shape: Sequence[int], generator: torch.Generator | None, device: tor
 
 AutoConfig.register(PELAConfig.model_type, PELAConfig, exist_ok=True)
 AutoModel.register(PELAConfig, PELAForPretraining, exist_ok=True)
+
+
+def _loading_report(info: dict[str, Any]) -> dict[str, list[str]]:
+    """transformers' ``output_loading_info`` -> sorted ``missing_keys``, ``unexpected_keys`` and
+    ``mismatched_keys`` (names only)."""
+    return {
+        key: sorted(item[0] if isinstance(item, tuple) else item for item in info.get(key, ()))
+        for key in ("missing_keys", "unexpected_keys", "mismatched_keys")
+    }
+
+
 PELAConfig.register_for_auto_class()
 PELAForPretraining.register_for_auto_class("AutoModel")
 

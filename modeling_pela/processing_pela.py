@@ -48,6 +48,7 @@ Fields (B samples, L tokens, N chunks, F boundary frames):
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -57,6 +58,7 @@ import transformers
 from PIL import Image
 from transformers import BatchFeature
 from transformers.processing_utils import ProcessorMixin
+from transformers.video_processing_utils import BaseVideoProcessor
 
 from .configuration_pela import (
     MOTION_SPECIAL_TOKENS,
@@ -66,6 +68,9 @@ from .configuration_pela import (
     motion_vocabulary,
 )
 from .hand_motion import check_finite
+
+# hand_motion's own import, named here because remote code copies one level of relative imports:
+from .rotations import axis_angle_to_quaternion  # noqa: F401
 
 HANDS = ("left", "right")
 TASK_TYPES = ("motion_generation", "motion_description", "motion_continuation", "video_only")
@@ -146,7 +151,8 @@ class PELAProcessor(MotionSpecialTokensMixin, ProcessorMixin):
         tokenizer: the backbone's text tokenizer (instruction and response; its ids must lie below
             ``motion_token_offset``); the motion vocabulary is added to it (:func:`add_motion_vocabulary`).
         frame_processor: the frame encoder's image processor for the boundary frames (a transformers image
-            processor, saved inside ``processor_config.json``); ``None`` when the model reads precomputed
+            processor, or V-JEPA2's video processor given the frames as one clip; saved inside
+            ``processor_config.json``); ``None`` when the model reads precomputed
             ``frame_features``.
         motion_token_offset / codebook_size / tokens_per_chunk / chunk_length / image_token_id: as in
             ``PELAConfig`` (use :meth:`from_model_config`).
@@ -188,7 +194,8 @@ class PELAProcessor(MotionSpecialTokensMixin, ProcessorMixin):
         self.use_latent_state = use_latent_state
         if isinstance(frame_processor, Mapping):  # reloaded from processor_config.json
             settings = dict(frame_processor)
-            frame_processor = getattr(transformers, settings.pop("image_processor_type"))(**settings)
+            kind = "image_processor_type" if "image_processor_type" in settings else "video_processor_type"
+            frame_processor = getattr(transformers, settings.pop(kind))(**settings)
         self.frame_processor = frame_processor
         if tokenizer is not None:
             add_motion_vocabulary(tokenizer, motion_token_offset, codebook_size)
@@ -221,18 +228,29 @@ class PELAProcessor(MotionSpecialTokensMixin, ProcessorMixin):
         motion_tokenizer_name_or_path: str,
         frame_encoder_name_or_path: str | None = None,
         *,
-        preset: str = "2b",
+        preset: str | None = None,
         **config_overrides: Any,
     ) -> PELAProcessor:
         """The processor of ``PELAForPretraining.from_pretrained_components(vlm_name_or_path,
         frame_encoder_name_or_path, **config_overrides)`` with the motion tokenizer's layout: the VLM's own tokenizer
         and image processor (``AutoProcessor``; InternVL's ``<img>`` / ``</img>`` wrap the image tokens), the frame
-        encoder's image processor (None: precomputed ``frame_features``), and the motion ids after the VLM's text
-        vocabulary. Each argument is a Hub id or a local folder. Raises ``ValueError`` when the VLM has no tokenizer
-        or image processor, or when its processor's image token is not the model config's ``image_token_id``."""
-        from transformers import AutoConfig, AutoImageProcessor, AutoProcessor
+        encoder's image processor (V-JEPA2: its video processor; None: precomputed ``frame_features``), and the motion ids after the VLM's text
+        vocabulary. Each argument is a Hub id or a local folder. Raises ``FileNotFoundError`` when a local VLM folder
+        holds no processor, ``ValueError`` when the VLM has no tokenizer or image processor, or when its processor's
+        image token is not the model config's ``image_token_id``."""
+        from transformers import AutoConfig, AutoImageProcessor, AutoProcessor, AutoVideoProcessor
 
-        vlm_processor = AutoProcessor.from_pretrained(vlm_name_or_path)
+        try:
+            vlm_processor = AutoProcessor.from_pretrained(vlm_name_or_path)
+        except OSError as error:
+            if not os.path.isdir(vlm_name_or_path):
+                raise
+            raise FileNotFoundError(
+                f"{vlm_name_or_path} holds no processor of the VLM (tokenizer and image processor files such as "
+                "preprocessor_config.json): put them in the folder (the VLM's Hub repository has them: "
+                "AutoProcessor.from_pretrained(HUB_ID).save_pretrained(FOLDER)), or pass a saved PELAProcessor "
+                "(PELAProcessor.from_pretrained(DIR), `pela pretrain --processor DIR`)"
+            ) from error
         tokenizer = getattr(vlm_processor, "tokenizer", None)
         image_processor = getattr(vlm_processor, "image_processor", None)
         if tokenizer is None or image_processor is None:
@@ -241,19 +259,21 @@ class PELAProcessor(MotionSpecialTokensMixin, ProcessorMixin):
                 f"{type(vlm_processor).__name__}"
             )
         layout = motion_vocabulary(AutoConfig.from_pretrained(motion_tokenizer_name_or_path, trust_remote_code=True))
-        config = PELAConfig.from_preset(
-            preset, vlm_config=AutoConfig.from_pretrained(vlm_name_or_path), motion_token_offset=None,
-            **{**layout, **config_overrides},
-        )  # fmt: skip
+        config = PELAConfig.from_components(
+            AutoConfig.from_pretrained(vlm_name_or_path), preset=preset, **{**layout, **config_overrides}
+        )
         image_token_id = getattr(vlm_processor, "image_token_id", config.image_token_id)
         if image_token_id != config.image_token_id:
             raise ValueError(
                 f"the VLM's processor writes image token {image_token_id} but its config's image_token_id is "
                 f"{config.image_token_id}: are {vlm_name_or_path!r}'s processor and model from the same checkpoint?"
             )
-        frame_processor = (
-            AutoImageProcessor.from_pretrained(frame_encoder_name_or_path) if frame_encoder_name_or_path else None
-        )
+        frame_processor = None
+        if frame_encoder_name_or_path:
+            video = AutoConfig.from_pretrained(frame_encoder_name_or_path).model_type == "vjepa2"
+            frame_processor = (AutoVideoProcessor if video else AutoImageProcessor).from_pretrained(
+                frame_encoder_name_or_path
+            )
         return cls.from_model_config(
             config, image_processor, tokenizer, frame_processor,
             image_start_token_id=getattr(vlm_processor, "start_image_token_id", None),
@@ -324,6 +344,12 @@ class PELAProcessor(MotionSpecialTokensMixin, ProcessorMixin):
         frames = [_image(frame) for frame in (frames[:1] if generation and frames else frames)]
         if not frames:
             frames = [_image(sample["first_frame"])]
+        if isinstance(self.frame_processor, BaseVideoProcessor):  # V-JEPA2: the frames as one clip
+            return {
+                "frame_pixel_values": self.frame_processor(videos=[frames], return_tensors="pt")["pixel_values_videos"][
+                    0
+                ]
+            }
         processed = self.frame_processor(frames, return_tensors="pt")
         return {"frame_pixel_values": processed["pixel_values"]}
 

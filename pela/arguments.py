@@ -254,8 +254,12 @@ class TokenizerTrainArguments(KinematicsArguments):
     data: str | None = field(
         default=None,
         metadata=_help(
-            "exported UniHand-Mix folder or Hub id: train on its lab train split (default: built-in procedural clips)"
+            "exported UniHand-Mix folder or Hub id: train on its --config train split (default: procedural clips)"
         ),
+    )
+    config: Literal["lab", "wild", "mix"] = field(
+        default="lab",
+        metadata=_help("UniHand-Mix config of --data whose labelled (MANO) train rows are used; lab: all are labelled"),
     )
     num_clips: int = field(default=1500, metadata=_help("built-in procedural clips (without --data)"))
     max_steps: int = 1500

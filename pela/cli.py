@@ -163,7 +163,7 @@ def _cmd_tokenizer_train(args: SimpleNamespace) -> int:
         num_quantizers=args.num_quantizers, seed=args.seed, mano_dir=args.mano_dir, progress=True,
     )  # fmt: skip
     if args.data:
-        metrics = train_tokenizer_on_export(args.data, args.output_dir, **options)
+        metrics = train_tokenizer_on_export(args.data, args.output_dir, dataset_config=args.config, **options)
     else:
         metrics = train_tokenizer_on_procedural(
             output_dir=args.output_dir, num_clips=args.num_clips, num_workers=args.num_workers, **options

@@ -43,6 +43,9 @@ def hand_motions_of_rows(rows: Iterable[Mapping[str, Any]]) -> list[HandMotion]:
     return motions
 
 
+MANO_COLUMNS = ["id", "hands", "fps", "has_motion_labels", "mano_left", "mano_right"]
+
+
 def train_tokenizer_on_export(
     data: str,
     output_dir: str,
@@ -50,28 +53,36 @@ def train_tokenizer_on_export(
     max_steps: int,
     batch_size: int,
     codebook_size: int,
+    dataset_config: str = "lab",
     num_quantizers: int = 8,
     seed: int = 0,
     mano_dir: str | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Train the motion tokenizer on the lab *train* split of an exported UniHand-Mix (every 10th row held out for
-    its reconstruction metrics) and measure it on the held-out rows and on the wild test rows (pose estimates).
-    Writes ``reconstruction_metrics.json`` next to the model and returns the metrics; ``progress`` shows the
-    Trainer's progress bar."""
+    """Train the motion tokenizer on the labelled rows of the ``dataset_config`` (``"lab"``, ``"wild"`` or ``"mix"``)
+    *train* split of an exported (or Hub) UniHand-Mix (every 10th labelled row held out for its reconstruction
+    metrics) and measure it on the held-out rows and on the wild test rows. Only :data:`MANO_COLUMNS` are streamed (no
+    frames are decoded or held). Writes ``reconstruction_metrics.json`` next to the model and returns the metrics;
+    ``progress`` shows the Trainer's progress bar."""
     from datasets_unihand_mix.streaming import stream_unihand_mix
     from modeling_pela.mano import load_hand_kinematics
     from trainers.tokenizer_trainer import evaluate_motion_tokenizer, train_motion_tokenizer
 
-    rows = [row for row in stream_unihand_mix(data, "lab", "train") if row["has_motion_labels"]]
-    held_out = hand_motions_of_rows(rows[::10])
-    train = hand_motions_of_rows(row for index, row in enumerate(rows) if index % 10)
+    train, held_out = [], []
+    rows = stream_unihand_mix(data, dataset_config, "train").select_columns(MANO_COLUMNS)
+    for index, row in enumerate(row for row in rows if row["has_motion_labels"]):
+        (train if index % 10 else held_out).extend(hand_motions_of_rows([row]))
+    if not train:
+        raise ValueError(
+            f"{data}: the {dataset_config!r} train split has no row with MANO labels (has_motion_labels) to train "
+            "the motion tokenizer on; pass --config lab (or mix)"
+        )
     model, _ = train_motion_tokenizer(
         train, held_out, output_dir, config=tokenizer_config(codebook_size, num_quantizers), max_steps=max_steps,
         batch_size=batch_size, learning_rate=1e-3, seed=seed, use_cpu=True, disable_tqdm=not progress,
     )  # fmt: skip
     kinematics = load_hand_kinematics(mano_dir)
-    wild = hand_motions_of_rows(stream_unihand_mix(data, "wild", "test"))
+    wild = hand_motions_of_rows(stream_unihand_mix(data, "wild", "test").select_columns(MANO_COLUMNS))
     metrics = {
         "lab": evaluate_motion_tokenizer(model, held_out, kinematics=kinematics),
         "wild": evaluate_motion_tokenizer(model, wild, kinematics=kinematics),

@@ -19,7 +19,7 @@ import torch
 from transformers import TrainingArguments
 
 from datasets_unihand_mix.streaming import SkipStats, stream_unihand_mix
-from modeling_pela import MotionTokenizerModel, PELAForPretraining, PELAProcessor
+from modeling_pela import MotionTokenizerModel, PELAConfig, PELAForPretraining, PELAProcessor
 from modeling_pela.configuration_pela import PRESETS, motion_vocabulary
 from trainers.checkpointing import check_output_dir, clear_output_dir, last_complete_checkpoint
 from trainers.collator import PELADataCollator
@@ -44,7 +44,8 @@ def build_model(
     """A fresh (or ``init_from``-initialised) :class:`PELAForPretraining` for one of :data:`VARIANTS`, with the motion
     vocabulary of ``tokenizer_config`` (a ``MotionTokenizerConfig``), the backbone's ``attn_implementation`` and, if
     given, the pretrained ``vlm`` and ``frame_encoder`` (the latter frozen;
-    :meth:`PELAForPretraining.from_pretrained_components`)."""
+    :meth:`PELAForPretraining.from_pretrained_components`); without either, the preset's networks with random
+    weights."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose from {sorted(VARIANTS)}")
     if init_from:
@@ -55,6 +56,11 @@ def build_model(
             check_motion_vocabulary(f"init_from={init_from!r}", model.config, tokenizer_config)
         return model
     overrides = motion_vocabulary(tokenizer_config) if tokenizer_config is not None else {}
+    if vlm is None and frame_encoder is None:
+        config = PELAConfig.from_preset(
+            preset, attn_implementation=attn_implementation, **VARIANTS[variant], **overrides
+        )
+        return PELAForPretraining(config)
     return PELAForPretraining.from_pretrained_components(
         vlm_name_or_path=vlm, frame_encoder_name_or_path=frame_encoder, preset=preset,
         attn_implementation=attn_implementation, **VARIANTS[variant], **overrides,

@@ -115,8 +115,9 @@ def test_remote_code_in_a_process_without_the_repository(saved, tmp_path):
         with torch.no_grad():
             loss = float(model(**inputs["batch"]).loss)
             embeddings = model.get_predictive_embeddings(**torch.load("embedding_inputs.pt")).predictive_embeddings
+            from_prompt = model.get_predictive_embeddings(**inputs["prompt"]).predictive_embeddings
         tokens = model.generate_motion(**inputs["prompt"], hands="right", decode_ratio=0.5).motion_tokens
-        torch.save({{"embeddings": embeddings, "tokens": tokens}}, "remote.pt")
+        torch.save({{"embeddings": embeddings, "from_prompt": from_prompt, "tokens": tokens}}, "remote.pt")
         print("REMOTE=" + json.dumps([type(model).__module__, type(processor).__module__, loss,
                                       processor.mask_token_id]))
         """
@@ -127,6 +128,10 @@ def test_remote_code_in_a_process_without_the_repository(saved, tmp_path):
     assert remote_loss == pytest.approx(loss, rel=1e-5) and mask_id == model.config.mask_token_id
     remote = torch.load(tmp_path / "remote.pt")
     torch.testing.assert_close(remote["embeddings"], embeddings)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            remote["from_prompt"], model.get_predictive_embeddings(**prompt).predictive_embeddings
+        )
     assert torch.equal(remote["tokens"], tokens)
 
 
@@ -223,3 +228,70 @@ def test_from_pretrained_components_loads_saved_backbone_and_frozen_frame_encode
         mask_batch(tiny_processor(model.config, frame_size=64).encode([make_sample(seed=1)]), model.config)
     )
     assert torch.isfinite(model(**batch).loss)
+
+
+def test_from_pretrained_components_public_contract_follows_the_loaded_components(tmp_path):
+    """The issue's contract: tiny InternVL / DINOv3 from ``PELAConfig.tiny()``'s configs, saved (weights and config
+    only), load with no preset; the config follows them and every vision-tower, decoder-layer and frame-encoder
+    tensor is the saved one. An explicit field still wins."""
+    from transformers import DINOv3ViTModel
+
+    torch.manual_seed(0)
+    tiny = PELAConfig.tiny()
+    vlm = AutoModelForImageTextToText.from_config(tiny.vlm_config)
+    vlm.save_pretrained(tmp_path / "vlm")
+    encoder = DINOv3ViTModel(tiny.frame_encoder_config)
+    encoder.save_pretrained(tmp_path / "dino")
+    model = PELAForPretraining.from_pretrained_components(
+        vlm_name_or_path=tmp_path / "vlm", frame_encoder_name_or_path=tmp_path / "dino"
+    )
+    config = model.config
+    assert config.align_layer == 3  # round(4 layers x 19 / 28)
+    assert (config.perceiver_hidden_size, config.perceiver_num_heads) == (32, 2)  # the frame encoder's
+    assert config.motion_token_offset == tiny.text_config.vocab_size
+    saved = vlm.state_dict()
+    checked = [name for name in saved if "vision_tower" in name or ".layers." in name]
+    assert any("vision_tower" in name for name in checked) and any("language_model.layers" in name for name in checked)
+    for name in checked:
+        assert torch.equal(model.vlm.state_dict()[name], saved[name]), name
+    for name, value in encoder.state_dict().items():
+        assert torch.equal(model.frame_encoder.state_dict()[name], value), name
+    override = PELAForPretraining.from_pretrained_components(
+        tmp_path / "vlm", tmp_path / "dino", align_layer=1, perceiver_hidden_size=16
+    )
+    assert (override.config.align_layer, override.config.perceiver_hidden_size) == (1, 16)
+    deep = PELAConfig.from_components(PELAConfig().vlm_config)
+    assert deep.align_layer == 19 and PELAConfig.from_components(tiny.vlm_config, preset="tiny").align_layer == 3
+
+
+def test_from_pretrained_components_precomputed_features_and_reported_missing_weights(tmp_path, caplog):
+    """No frame encoder: precomputed features of ``frame_feature_dim`` (required). Tensors missing from a
+    component's folder are named in a warning and in ``output_loading_info``; a frozen frame encoder refuses them."""
+    from safetensors.torch import load_file, save_file
+    from transformers import DINOv3ViTModel
+
+    tiny = PELAConfig.tiny()
+    AutoModelForImageTextToText.from_config(tiny.vlm_config).save_pretrained(tmp_path / "vlm")
+    DINOv3ViTModel(tiny.frame_encoder_config).save_pretrained(tmp_path / "dino")
+    model = PELAForPretraining.from_pretrained_components(tmp_path / "vlm", None, frame_feature_dim=24)
+    assert model.frame_encoder is None and model.config.frame_encoder_config is None and model.config.frame_dim == 24
+    with pytest.raises(ValueError, match="precomputed frame features: give their width as frame_feature_dim="):
+        PELAForPretraining.from_pretrained_components(tmp_path / "vlm", None)
+
+    dropped = {}
+    for name in ("vlm", "dino"):
+        weights = load_file(tmp_path / name / "model.safetensors")
+        dropped[name] = next(key for key in weights if ".layers.1.mlp.up_proj" in key or "layer.1.mlp" in key)
+        del weights[dropped[name]]
+        save_file(weights, tmp_path / name / "model.safetensors", metadata={"format": "pt"})
+    with caplog.at_level("WARNING"):
+        model, info = PELAForPretraining.from_pretrained_components(
+            tmp_path / "vlm", None, frame_feature_dim=24, output_loading_info=True
+        )
+    missing = info["vlm"]["missing_keys"]
+    assert missing == ["model.language_model.layers.1.mlp.up_proj.weight"]
+    assert any(
+        missing[0] in record.getMessage() and "randomly initialised" in record.getMessage() for record in caplog.records
+    )
+    with pytest.raises(ValueError, match=f"lacks weights .*{dropped['dino']}.*the frame encoder is frozen"):
+        PELAForPretraining.from_pretrained_components(tmp_path / "vlm", tmp_path / "dino")

@@ -284,3 +284,41 @@ def test_load_and_argument_errors_name_the_problem(workspace, tmp_path, capsys):
     ):
         assert main(["pretrain", *flags, *extra]) == 1
         assert message in capsys.readouterr().err
+
+
+def test_pretrain_from_a_vlm_folder_without_processor_says_how_to_get_one(workspace, tmp_path, capsys):
+    """A weights-and-config-only VLM folder: one line naming the folder and the fix, no traceback."""
+    from transformers import AutoModelForImageTextToText, DINOv3ViTModel
+
+    from modeling_pela import PELAConfig
+
+    tiny = PELAConfig.tiny()
+    AutoModelForImageTextToText.from_config(tiny.vlm_config).save_pretrained(tmp_path / "vlm")
+    DINOv3ViTModel(tiny.frame_encoder_config).save_pretrained(tmp_path / "dino")
+    config = _config(workspace, tmp_path / "run", vlm=str(tmp_path / "vlm"), frame_encoder=str(tmp_path / "dino"))
+    assert main(["pretrain", str(config)]) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"pela pretrain: error: {tmp_path / 'vlm'} holds no processor of the VLM")
+    assert "--processor DIR" in error and "Traceback" not in error
+
+
+def test_tokenizer_train_on_an_export_streams_the_mano_columns_of_a_config(workspace, tmp_path, monkeypatch):
+    """`pela tokenizer train --data DIR --config lab`: labelled rows of that config, MANO columns only (no frame)."""
+    import pela.jobs
+
+    seen = []
+
+    def recording(rows):
+        rows = list(rows)
+        seen.extend(set(row) for row in rows)
+        return hand_motions_of_rows(rows)
+
+    hand_motions_of_rows = pela.jobs.hand_motions_of_rows
+    monkeypatch.setattr(pela.jobs, "hand_motions_of_rows", recording)
+    out = tmp_path / "tokenizer"
+    argv = ["tokenizer", "train", "--data", str(workspace / "data"), "--output_dir", str(out), "--max_steps", "1",
+            "--batch_size", "4", "--codebook_size", "16", "--num_quantizers", "1"]  # fmt: skip
+    assert main([*argv, "--config", "lab"]) == 0
+    assert (out / "config.json").exists() and json.loads((out / "reconstruction_metrics.json").read_text())["lab"]
+    assert seen and all(keys == set(pela.jobs.MANO_COLUMNS) for keys in seen)
+    assert main([*argv, "--config", "wild"]) == 1  # the toy export's wild rows carry no MANO labels

@@ -4,6 +4,9 @@ model refuses MCP targets that were left visible."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -114,6 +117,30 @@ def test_generate_motion_from_a_processor_prompt(model, processor, motion_tokeni
     assert model.generate_motion(**right, decode_ratio=0.5).hands == ("right",)
 
 
+def test_predictive_embeddings_from_a_processor_prompt(model, processor):
+    """``processor(images=, text=)`` -> the prompt followed by one all-[MASK] chunk per hand, as the LeRobot policy
+    builds it."""
+    config = model.config
+    rng = np.random.default_rng(9)
+    prompt = processor(images=random_image(rng), text="pick up a cup")
+    chunk = [config.mot_start_token_id] + [config.mask_token_id] * K + [config.mot_end_token_id]
+    chunks = torch.tensor([chunk * 2])
+    explicit = {
+        **prompt,
+        "input_ids": torch.cat([prompt["input_ids"], chunks], 1),
+        "attention_mask": torch.cat([prompt["attention_mask"], torch.ones_like(chunks)], 1),
+    }
+    with torch.no_grad():
+        output = model.get_predictive_embeddings(**prompt)
+        expected = model.get_predictive_embeddings(**explicit)
+        right = model.get_predictive_embeddings(**processor(images=random_image(rng), text="push", hands="right"))
+    assert output.predictive_embeddings.shape == (1, 2, K, config.hidden_size) and bool(output.chunk_mask.all())
+    torch.testing.assert_close(output.predictive_embeddings, expected.predictive_embeddings)
+    assert right.predictive_embeddings.shape == (1, 1, K, config.hidden_size)
+    with pytest.raises(ValueError, match="already hold their motion chunks"):
+        model.get_predictive_embeddings(**explicit, hands="right")
+
+
 def test_the_model_refuses_visible_mcp_targets(model, processor):
     rng = np.random.default_rng(5)
     tokens = np.concatenate(
@@ -171,6 +198,57 @@ def test_hand_motion_generation_pipeline_in_a_fresh_process(model, processor, mo
     np.testing.assert_allclose(wrist, motion["transl"], atol=0.2)  # keypoints in metres, around the wrist position
 
 
+def entry_modules(folder: Path) -> list[Path]:
+    """The files of every class a ``config.json`` / ``processor_config.json`` auto_map or a custom pipeline names, in
+    ``folder`` and its subfolders: the files transformers' remote code starts from."""
+    files = set()
+    for config in [*folder.rglob("config.json"), *folder.rglob("processor_config.json")]:
+        content = json.loads(config.read_text())
+        references = [*content.get("auto_map", {}).values()]
+        references += [task["impl"] for task in content.get("custom_pipelines", {}).values()]
+        files |= {config.parent / (reference.split(".")[0] + ".py") for reference in references}
+    return sorted(files)
+
+
+def test_every_remote_code_entry_module_imports_its_whole_import_graph(model, processor, motion_tokenizer, tmp_path):
+    """transformers copies, for a local folder, only the relative imports named in the entry module itself."""
+    from transformers.dynamic_module_utils import get_relative_import_files, get_relative_imports
+
+    from pela.checkpoints import save_pretraining_checkpoint
+
+    folder = save_pretraining_checkpoint(tmp_path / "checkpoint", model, processor, motion_tokenizer)
+    modules = entry_modules(folder)
+    assert {path.name for path in modules} >= {"processing_pela.py", "modeling_pela.py", "pipeline_pela.py",
+                                              "modeling_motion_tokenizer.py"}  # fmt: skip
+    for module in modules:
+        needed = {Path(path).stem for path in get_relative_import_files(module)}
+        assert needed <= set(get_relative_imports(module)), (module.name, needed - set(get_relative_imports(module)))
+
+
+@pytest.mark.parametrize(
+    "load",
+    [
+        "AutoProcessor.from_pretrained(FOLDER, trust_remote_code=True)",
+        "AutoModel.from_pretrained(FOLDER + '/motion_tokenizer', trust_remote_code=True)",
+    ],
+    ids=["processor", "motion_tokenizer"],
+)
+def test_remote_code_entry_point_loads_alone_in_a_fresh_process(load, model, processor, motion_tokenizer, tmp_path):
+    from pela.checkpoints import save_pretraining_checkpoint
+
+    folder = save_pretraining_checkpoint(tmp_path / "checkpoint-hyphen-2", model, processor, motion_tokenizer)
+    script = f"""
+        from transformers import AutoModel, AutoProcessor
+        FOLDER = {str(folder)!r}
+        loaded = {load}
+        assert type(loaded).__module__.startswith("transformers_modules."), type(loaded).__module__
+        print("LOADED=" + type(loaded).__name__)
+        """
+    result = run_without_project(script, tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stdout.split("LOADED=")[-1].strip() in {"PELAProcessor", "MotionTokenizerModel"}
+
+
 def test_processor_and_model_from_pretrained_components(tmp_path, motion_tokenizer):
     """A VLM folder as a Hub checkpoint holds it (InternVL weights + processor with <img> / </img> / <IMG_CONTEXT>),
     a frame encoder folder and a motion tokenizer folder -> a matching processor and model that train and generate."""
@@ -220,3 +298,35 @@ def test_processor_and_model_from_pretrained_components(tmp_path, motion_tokeniz
         add_motion_vocabulary(tokenizer, 256, codebook_size=8)  # extended for another layout
     with pytest.raises(ValueError, match=f"the tokenizer has {len(words)} tokens but the model's text vocabulary ends"):
         add_motion_vocabulary(AutoTokenizer.from_pretrained(tmp_path / "vlm"), 3, codebook_size=8)
+
+
+def test_processor_from_pretrained_components_with_a_vjepa2_video_processor(tmp_path, motion_tokenizer):
+    """A V-JEPA2 folder holds a video processor (video_preprocessor_config.json), not an image processor."""
+    from transformers import VJEPA2Config, VJEPA2Model, VJEPA2VideoProcessor
+
+    from modeling_pela import PELAForPretraining, PELAProcessor
+
+    save_tiny_vlm_and_frame_encoder(tmp_path / "vlm", tmp_path / "dino")
+    motion_tokenizer.save_pretrained(tmp_path / "motion")
+    config = VJEPA2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, mlp_ratio=2, crop_size=32,
+                          frames_per_clip=2, tubelet_size=2, patch_size=16, pred_hidden_size=16,
+                          pred_num_hidden_layers=1, pred_num_attention_heads=2, pred_num_mask_tokens=2)  # fmt: skip
+    VJEPA2Model(config).save_pretrained(tmp_path / "vjepa")
+    VJEPA2VideoProcessor(crop_size={"height": 32, "width": 32}, size={"shortest_edge": 32}).save_pretrained(
+        tmp_path / "vjepa"
+    )
+    processor = PELAProcessor.from_pretrained_components(
+        str(tmp_path / "vlm"), str(tmp_path / "motion"), str(tmp_path / "vjepa"), preset="tiny"
+    )
+    assert type(processor.frame_processor).__name__ == "VJEPA2VideoProcessor"
+    rng = np.random.default_rng(10)
+    inputs = processor(images=[[random_image(rng), random_image(rng)]], text="pick up a cup", hands="right")
+    assert inputs["frame_pixel_values"].shape == (1, 1, 3, 32, 32)
+    processor.save_pretrained(tmp_path / "saved")
+    reloaded = PELAProcessor.from_pretrained(tmp_path / "saved")
+    assert type(reloaded.frame_processor).__name__ == "VJEPA2VideoProcessor"
+    layout = {"codebook_size": CODEBOOK, "tokens_per_chunk": K, "num_latent_queries": K, "chunk_length": 15}
+    model = PELAForPretraining.from_pretrained_components(
+        str(tmp_path / "vlm"), str(tmp_path / "vjepa"), preset="tiny", **layout
+    ).eval()
+    assert model.generate_motion(**inputs, decode_ratio=0.5).motion_tokens.shape == (1, 1, 1, K)
