@@ -39,7 +39,13 @@ class PretrainArguments:
     motion_tokenizer: str = field(metadata=_help("trained GRQ-VAE folder (`pela tokenizer train`) or Hub id"))
     dataset_config: str = field(default="mix", metadata=_help("lab | wild | mix"))
     variant: str = field(default="pela", metadata=_help(" | ".join(VARIANTS)))
-    model_preset: str = field(default="tiny", metadata=_help("PELAConfig preset: tiny | 2b"))
+    model_preset: str | None = field(
+        default=None,
+        metadata=_help(
+            "PELAConfig preset: tiny | 2b (default: with --vlm the sizes follow the loaded backbone and frame encoder, "
+            "PELAConfig.from_components; without it, tiny)"
+        ),
+    )
     init_from: str | None = field(default=None, metadata=_help("start from this PELA checkpoint's weights"))
     attn_implementation: str = field(
         default="sdpa",

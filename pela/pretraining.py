@@ -34,7 +34,7 @@ from .variants import VARIANTS
 
 def build_model(
     variant: str,
-    preset: str = "tiny",
+    preset: str | None = "tiny",
     tokenizer_config: Any = None,
     init_from: str | None = None,
     frame_encoder: str | None = None,
@@ -74,7 +74,7 @@ def pretrain(
     motion_tokenizer: MotionTokenizerModel,
     args: TrainingArguments,
     *,
-    preset: str = "tiny",
+    preset: str | None = "tiny",
     init_from: str | None = None,
     frame_encoder: str | None = None,
     vlm: str | None = None,
@@ -157,7 +157,7 @@ def check_pretrain_arguments(args: PretrainArguments) -> None:
     model is built (errors name the flag)."""
     if args.variant not in VARIANTS:
         raise ValueError(f"--variant {args.variant!r} is not one of {sorted(VARIANTS)}")
-    if args.model_preset not in PRESETS:
+    if args.model_preset is not None and args.model_preset not in PRESETS:
         raise ValueError(f"--model_preset {args.model_preset!r} is not one of {sorted(PRESETS)}")
     for flag in ("data", "motion_tokenizer", "init_from", "vlm", "frame_encoder", "processor"):
         value = getattr(args, flag)
@@ -173,18 +173,19 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments) -
         overwrite=getattr(training_args, "overwrite_output_dir", False),
     )  # fmt: skip
     motion_tokenizer = MotionTokenizerModel.from_pretrained(args.motion_tokenizer).eval()
+    preset = args.model_preset or (None if args.vlm else "tiny")
     if args.processor:
         processor = PELAProcessor.from_pretrained(args.processor)
     elif args.vlm and not args.init_from:
         processor = PELAProcessor.from_pretrained_components(
-            args.vlm, args.motion_tokenizer, args.frame_encoder, preset=args.model_preset
+            args.vlm, args.motion_tokenizer, args.frame_encoder, preset=preset
         )
-    elif args.model_preset == "tiny" and not args.init_from:
+    elif preset == "tiny" and not args.init_from:
         rows = stream_unihand_mix(args.data, args.dataset_config, max_skip_fraction=args.max_skip_fraction)
         processor = tiny_processor_for(rows, motion_tokenizer.config, args.frame_encoder)
     else:
         raise ValueError(
-            f"model_preset={args.model_preset!r} / init_from={args.init_from!r} needs --vlm or --processor: a saved "
+            f"model_preset={preset!r} / init_from={args.init_from!r} needs --vlm or --processor: a saved "
             "PELAProcessor (PELAProcessor.from_model_config(config, vlm_image_processor, vlm_tokenizer, "
             "frame_processor).save_pretrained(DIR), or the folder of a PELA checkpoint)"
         )
@@ -194,7 +195,7 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments) -
         args.variant,
         pretraining_stream(args, training_args.seed, training_args.process_index, training_args.world_size, stats),
         processor, motion_tokenizer, training_args,
-        preset=args.model_preset, init_from=args.init_from, frame_encoder=args.frame_encoder, vlm=args.vlm,
+        preset=preset, init_from=args.init_from, frame_encoder=args.frame_encoder, vlm=args.vlm,
         dataset=args.data, max_skip_fraction=args.max_skip_fraction, data_stats=stats,
         attn_implementation=args.attn_implementation,
     )  # fmt: skip

@@ -180,15 +180,20 @@ def test_pretrain_eval_generate_from_the_command_line(workspace, tmp_path, capsy
 
 def test_pretrain_from_a_pretrained_vlm_and_frame_encoder(workspace, tmp_path):
     """`pela pretrain --vlm DIR --frame_encoder DIR`: backbone weights and processor from the VLM folder."""
-    from transformers import AutoModelForImageTextToText
+    from transformers import AutoConfig, AutoModelForImageTextToText
 
-    from modeling_pela import PELAForPretraining
+    from modeling_pela import PELAConfig, PELAForPretraining
 
     save_tiny_vlm_and_frame_encoder(tmp_path / "vlm", tmp_path / "dino")
     run = tmp_path / "pela"
     config = _config(workspace, run, vlm=str(tmp_path / "vlm"), frame_encoder=str(tmp_path / "dino"), max_steps=1)
     assert main(["pretrain", str(config), "--learning_rate", "0"]) == 0  # lr 0: the loaded weights stay as they are
-    trained = PELAForPretraining.from_pretrained(run).vlm.state_dict()
+    model = PELAForPretraining.from_pretrained(run)
+    components = [AutoConfig.from_pretrained(tmp_path / name) for name in ("vlm", "dino")]
+    expected = PELAConfig.from_components(*components)  # no --model_preset: the sizes follow the loaded components
+    for name in ("align_layer", "perceiver_hidden_size", "perceiver_num_heads", "perceiver_head_hidden_size"):
+        assert getattr(model.config, name) == getattr(expected, name), name
+    trained = model.vlm.state_dict()
     source = AutoModelForImageTextToText.from_pretrained(tmp_path / "vlm").state_dict()
     for key in ("model.language_model.layers.0.self_attn.q_proj.weight", "model.vision_tower.embeddings.cls_token"):
         assert torch.equal(trained[key], source[key]), key
