@@ -171,6 +171,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def _preset_fields(name: str) -> dict[str, Any]:
+    """A copy of preset ``name``'s fields; ``ValueError`` naming the presets for an unknown name."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown PELA preset {name!r}; choose from {sorted(PRESETS)}")
+    return copy.deepcopy(PRESETS[name])
+
+
 class PELAConfig(MotionSpecialTokensMixin, PreTrainedConfig):
     r"""Hyper-parameters of :class:`~modeling_pela.modeling_pela.PELAForPretraining`. ``PELAConfig()`` is the paper's
     2B configuration; :meth:`tiny` is a CPU-test preset. Inconsistent values raise ``ValueError`` at construction.
@@ -261,9 +268,7 @@ class PELAConfig(MotionSpecialTokensMixin, PreTrainedConfig):
     def from_preset(cls, name: str, **overrides: Any) -> PELAConfig:
         """``"tiny"`` (CPU tests: hidden 64, 4 LLM layers, 56 px images, align layer 3, codebook 128) or ``"2b"``
         (the paper: InternVL3-2B, DINOv3, align layer 19 of 28, codebook 4096); ``overrides`` replace fields."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown PELA preset {name!r}; choose from {sorted(PRESETS)}")
-        return cls(**{**copy.deepcopy(PRESETS[name]), **overrides})
+        return cls(**{**_preset_fields(name), **overrides})
 
     @classmethod
     def from_components(
@@ -283,9 +288,7 @@ class PELAConfig(MotionSpecialTokensMixin, PreTrainedConfig):
         are the frame encoder's width and heads (1024 and 16 for DINOv3 / V-JEPA2 ViT-L, as in the paper); the rest
         are the class defaults (the paper's). With ``preset`` (``"2b"`` or ``"tiny"``) the preset's fields are used and
         only the component configs replace it. ``overrides`` win over both."""
-        if preset is not None and preset not in PRESETS:
-            raise ValueError(f"unknown PELA preset {preset!r}; choose from {sorted(PRESETS)}")
-        fields = copy.deepcopy(PRESETS[preset]) if preset is not None else {}
+        fields = _preset_fields(preset) if preset is not None else {}
         if vlm_config is not None:
             fields.update(vlm_config=vlm_config, motion_token_offset=None)
             if preset is None:

@@ -234,10 +234,10 @@ class PELAProcessor(MotionSpecialTokensMixin, ProcessorMixin):
         """The processor of ``PELAForPretraining.from_pretrained_components(vlm_name_or_path,
         frame_encoder_name_or_path, **config_overrides)`` with the motion tokenizer's layout: the VLM's own tokenizer
         and image processor (``AutoProcessor``; InternVL's ``<img>`` / ``</img>`` wrap the image tokens), the frame
-        encoder's image processor (V-JEPA2: its video processor; None: precomputed ``frame_features``), and the motion ids after the VLM's text
-        vocabulary. Each argument is a Hub id or a local folder. Raises ``FileNotFoundError`` when a local VLM folder
-        holds no processor, ``ValueError`` when the VLM has no tokenizer or image processor, or when its processor's
-        image token is not the model config's ``image_token_id``."""
+        encoder's image processor (V-JEPA2: its video processor; None: precomputed ``frame_features``), and the
+        motion ids after the VLM's text vocabulary. Each argument is a Hub id or a local folder. Raises
+        ``FileNotFoundError`` when a local VLM folder holds no processor, ``ValueError`` when the VLM has no tokenizer
+        or image processor, or when its processor's image token is not the model config's ``image_token_id``."""
         from transformers import AutoConfig, AutoImageProcessor, AutoProcessor, AutoVideoProcessor
 
         try:
