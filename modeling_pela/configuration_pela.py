@@ -165,6 +165,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "perceiver_hidden_size": 32,
         "perceiver_num_heads": 2,
         "perceiver_head_hidden_size": 64,
+        "standardize_latents": True,
         "align_layer": 3,
         "codebook_size": 128,
     },
@@ -202,6 +203,10 @@ class PELAConfig(MotionSpecialTokensMixin, PreTrainedConfig):
         perceiver_readout_grid: the readout pools the patch grid to this many cells per side.
         perceiver_head_hidden_size: hidden width of the 2-layer output MLP (``None``: the LLM width). Its output has
             ``2 x`` the LLM width and is split into the left-hand and right-hand heads.
+        standardize_latents: standardise the LSP's latent state and the LAP's latent actions per feature with
+            running statistics over the training samples (:class:`~modeling_pela.perceiver.LatentStandardization`).
+            Not in the paper; the ``"tiny"`` preset (the demo's) turns it on: without it the demo's models hardly
+            read the first frame (README "Latest result").
         num_latent_queries: ``K``, learnable queries = latent actions per chunk; must equal ``tokens_per_chunk``.
         align_layer: 1-based index of the LLM layer whose output gives the predictive embeddings (19 of 28).
         lambda_align: weight of the alignment loss (0.5).
@@ -236,6 +241,7 @@ class PELAConfig(MotionSpecialTokensMixin, PreTrainedConfig):
     perceiver_readout_rank: int = 16
     perceiver_readout_grid: int = 8
     perceiver_head_hidden_size: int | None = None
+    standardize_latents: bool = False
     num_latent_queries: int = 128
     align_layer: int = 19
     lambda_align: float = 0.5

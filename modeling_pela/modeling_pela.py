@@ -64,7 +64,7 @@ from transformers.utils import ModelOutput, logging
 
 from .configuration_pela import PELAConfig
 from .packed_sequences import SampleLayout, same_sample_function
-from .perceiver import HANDS, FrameTokenGrid, LatentPerceivers, LatentQueries
+from .perceiver import HANDS, FrameTokenGrid, LatentPerceivers, LatentQueries, LatentStandardization
 from .rotations import axis_angle_to_rotation_6d, rotation_6d_to_axis_angle
 
 logger = logging.get_logger(__name__)
@@ -234,6 +234,10 @@ class PELAPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
+        elif isinstance(module, LatentStandardization):
+            init.zeros_(module.running_mean)
+            init.ones_(module.running_var)
+            init.zeros_(module.num_batches_tracked)
 
 
 class PELAForPretraining(PELAPreTrainedModel):
@@ -301,12 +305,17 @@ class PELAForPretraining(PELAPreTrainedModel):
 
     @torch.no_grad()
     def ema_update(self) -> None:
-        """Decoupled EMA after an optimiser step (eqs. 6-7 with ``alpha = config.ema_alpha``): LAP trunk <- EMA of
-        the LSP trunk, LSP queries <- EMA of the LAP queries. Updates every perceiver pair in the module tree (an
-        adapter library's trainable copy included); a no-op without alignment."""
+        """The updates after an optimiser step that no gradient makes. Decoupled EMA (eqs. 6-7 with ``alpha =
+        config.ema_alpha``): LAP trunk <- EMA of the LSP trunk, LSP queries <- EMA of the LAP queries, for every
+        perceiver pair in the module tree (an adapter library's trainable copy included; a no-op without alignment);
+        and, with ``config.standardize_latents``, the running statistics of the latent standardisation from the
+        samples of the step (:meth:`LatentStandardization.update_statistics`, collective under torch.distributed).
+        ``PELATrainer`` calls it; a custom training loop must call it after every optimiser step, on every process."""
         for module in self.modules():
             if isinstance(module, LatentPerceivers):
                 module.ema_update(self.config.ema_alpha)
+            elif isinstance(module, LatentStandardization):
+                module.update_statistics()
 
     @classmethod
     def from_pretrained_components(

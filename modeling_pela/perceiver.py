@@ -16,7 +16,8 @@ grid, every cross-attention block also adds each latent's keypoints (where its h
 its content, and the spatial readout adds a linear map of the whole pooled patch grid, so that the latent state says
 *where* things are in a form an attention-pooling reader (the VLM) can use. LAP reads the boundary frames of a chunk
 (v_t, v_t+15) and gives latent actions; LSP reads the first frame twice (v_0, v_0) and gives the latent state injected
-into the VLM.
+into the VLM. With ``config.standardize_latents`` both outputs are then standardised per feature with running
+statistics over training samples, each perceiver with its own (:class:`LatentStandardization`, not in the paper).
 
 Decoupled updates: the LSP trunk and the LAP queries are optimised; the LAP trunk and the LSP queries are EMA copies
 (eqs. 6-7, :meth:`LatentPerceivers.ema_update`). The copies have ``requires_grad=False`` *and* are used detached, so no
@@ -142,7 +143,7 @@ class SpatialReadout(nn.Module):
 
     Why: the VLM reads the latent state by attention, which pools tokens by content. Without this readout the
     position of a hand is held only by which latents attended to it, which MCP training did not learn to read (frame
-    gain ~0 in the demo, README "Latest result").
+    gain ~0 in the demo, docs/demo_history.md).
     Shapes: features (M, S, P, F) with S in {1, 2}, grid with ``grid.num_tokens == P`` -> (M, 2, D)."""
 
     def __init__(self, frame_dim: int, output_size: int, rank: int, grid_size: int) -> None:
@@ -224,6 +225,77 @@ class LatentPerceiverTrunk(nn.Module):
         return out
 
 
+class LatentStandardization(nn.Module):
+    """Standardise every feature of (M, K, 2, D) perceiver outputs with running statistics over training samples:
+    ``(x - mu) / sqrt(var + eps)`` per flattened feature, computed in float32, returned in the input's shape and dtype.
+
+    ``mu`` and ``var`` (float buffers, saved with the model) change only in :meth:`update_statistics`, once per
+    optimiser step (``PELAForPretraining.ema_update``, called by the trainer's EMA callback): training forward passes
+    accumulate the per-feature sums of their samples, and the update pools them, over gradient-accumulation
+    micro-batches and, under ``torch.distributed``, over processes, then moves ``mu`` and ``var`` towards the pooled
+    mean and (unbiased) variance by ``momentum``. A sample's output *value* is therefore one fixed function of that
+    sample, alone or in any batch, packed or not, in training and at inference, and a run on N processes keeps the
+    statistics a single process would. The *gradient* is BatchNorm's (batch renormalisation without clipping, Ioffe,
+    2017): the output is written as ``(x - mu_B) / sigma_B * r + d`` with the batch's ``mu_B`` and ``sigma_B`` and
+    ``r = sigma_B / sigma``, ``d = (mu_B - mu) / sigma`` held constant, so no gradient can move every sample of a
+    (micro-)batch the same way; like BatchNorm's, it depends on how a batch is split. No affine parameters.
+
+    Why: the latents are a sum of a sample-constant part (the queries, biases and whatever training makes of them)
+    and a frame-dependent part. MCP training grew the constant part until the frame-dependent one was a rounding
+    error to the LLM (the state tokens' spread across samples fell to 0.00% of their norm in the demo) and the model
+    stopped reading the frame. Removing the constant part per feature, and giving every feature unit variance, hands
+    the LLM what differs between frames. Not in the paper: ``PELAConfig.standardize_latents``."""
+
+    def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.momentum, self.eps = momentum, eps
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+        self._pending: torch.Tensor | None = None  # float64 [count, sum(x - mu) (F), sum((x - mu)^2) (F)]
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        flat = latents.flatten(1).float()
+        mean, scale = self.running_mean.float(), torch.rsqrt(self.running_var.float() + self.eps)
+        if not self.training:
+            return ((flat - mean) * scale).view_as(latents).to(latents.dtype)
+        with torch.no_grad():
+            shifted = (flat - mean).double()
+            batch = torch.cat([shifted.new_tensor([shifted.shape[0]]), shifted.sum(0), shifted.square().sum(0)])
+            self._pending = batch if self._pending is None else self._pending + batch
+        if flat.shape[0] == 1:
+            return ((flat - mean) * scale).view_as(latents).to(latents.dtype)
+        batch_mean, batch_std = flat.mean(0), (flat.var(0, unbiased=False) + self.eps).sqrt()
+        ratio, offset = (batch_std * scale).detach(), ((batch_mean - mean) * scale).detach()
+        normed = (flat - batch_mean) / batch_std * ratio + offset  # = (flat - mean) * scale, BatchNorm's gradient
+        return normed.view_as(latents).to(latents.dtype)
+
+    @torch.no_grad()
+    def update_statistics(self) -> None:
+        """Move the running statistics towards those of the samples accumulated since the last update (every
+        process's, when ``torch.distributed`` is initialised: a collective call, so every process must make it).
+        Needs at least two samples in all; the accumulated sums are cleared."""
+        features = self.running_mean.numel()
+        pending = self._pending
+        if pending is None:
+            pending = torch.zeros(1 + 2 * features, dtype=torch.float64, device=self.running_mean.device)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(pending)
+        self._pending = None
+        count = float(pending[0])
+        if count < 2:
+            return
+        shift = pending[1 : 1 + features] / count  # batch mean - running mean
+        variance = (pending[1 + features :] / count - shift.square()) * count / (count - 1)
+        mean = self.running_mean.double() + shift
+        self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.momentum)
+        self.running_var.lerp_(variance.clamp_min(0).to(self.running_var.dtype), self.momentum)
+        self.num_batches_tracked += 1
+
+    def extra_repr(self) -> str:
+        return f"{self.running_mean.numel()}, momentum={self.momentum}, eps={self.eps}"
+
+
 class LatentQueries(nn.Module):
     """The K learnable queries (K, H) of a latent perceiver (initialised by ``PELAPreTrainedModel._init_weights``)."""
 
@@ -250,6 +322,11 @@ class LatentPerceivers(nn.Module):
         if self.decoupled:
             self.lap_trunk = LatentPerceiverTrunk(config)
             self.lap_queries = LatentQueries(config.num_latent_queries, config.perceiver_hidden_size)
+        features = config.num_latent_queries * len(HANDS) * config.hidden_size
+        self.state_norm = self.action_norm = None
+        if config.standardize_latents:
+            self.state_norm = LatentStandardization(features)
+            self.action_norm = LatentStandardization(features) if self.decoupled else None
         self.freeze_ema_copies()
 
     def freeze_ema_copies(self) -> None:
@@ -262,7 +339,8 @@ class LatentPerceivers(nn.Module):
         """LSP: (M, S, P, F) features of (v_0, v_0) with token layout ``grid`` -> (M, K, 2, D), both hand heads.
         Gradients reach the LSP trunk (and the queries only without alignment)."""
         queries = self.lsp_queries.weight.detach() if self.decoupled else self.lsp_queries.weight
-        return self.lsp_trunk(frame_features, queries, grid)
+        latents = self.lsp_trunk(frame_features, queries, grid)
+        return latents if self.state_norm is None else self.state_norm(latents)
 
     def latent_actions(
         self, frame_features: torch.Tensor, hands: torch.Tensor, grid: FrameTokenGrid | None = None
@@ -271,7 +349,7 @@ class LatentPerceivers(nn.Module):
         Gradients reach the LAP queries only: the trunk runs on detached parameters."""
         frozen = {name: value.detach() for name, value in self.lap_trunk.named_parameters()}
         latents = functional_call(self.lap_trunk, frozen, (frame_features, self.lap_queries.weight, grid))
-        return select_hand(latents, hands)
+        return select_hand(latents if self.action_norm is None else self.action_norm(latents), hands)
 
     @torch.no_grad()
     def synchronize(self) -> None:
@@ -298,6 +376,7 @@ __all__ = [
     "LatentPerceiverTrunk",
     "LatentPerceivers",
     "LatentQueries",
+    "LatentStandardization",
     "PerceiverAttentionBlock",
     "PerceiverLayer",
     "fourier_position_features",

@@ -350,6 +350,79 @@ def test_spatial_readout_works_at_any_grid_size_and_refuses_a_negative_rank():
         PELAConfig.tiny(perceiver_readout_rank=-1)
 
 
+def _frame_pairs(size: int, grid: FrameTokenGrid, dim: int, generator: torch.Generator) -> torch.Tensor:
+    """(size, 2, P, dim) random frame features, the same frame in both slots."""
+    frames = torch.randn(size, 1, grid.num_tokens, dim, generator=generator)
+    return torch.cat([frames, frames], dim=1)
+
+
+@pytest.mark.parametrize("standardize", [True, False])
+def test_standardized_latents_keep_what_differs_between_frames(standardize):
+    """Training grew a sample-constant part of the LSP's output until the state tokens' spread across samples was
+    0.00% of their norm and the demo's models stopped reading the first frame (README "Latest result").
+    ``standardize_latents`` removes that part per feature: with a constant offset of 100 added by both perceivers'
+    output heads (what training grew), the latent state and the latent actions still differ between frames by about
+    their own size (spread / RMS > 0.9), in training (batch statistics) and at inference (running statistics);
+    without it by under 1%."""
+    model = tiny_model(standardize_latents=standardize).train()
+    perceiver, grid = model.perceiver, FrameTokenGrid(prefix=1, height=4, width=4)
+    with torch.no_grad():
+        for trunk in (perceiver.lsp_trunk, perceiver.lap_trunk):
+            trunk.head[-1].bias.add_(100.0)
+    generator = torch.Generator().manual_seed(0)
+    dim, hands = model.config.frame_dim, torch.ones(16, dtype=torch.long)
+
+    def spreads() -> tuple[float, float]:
+        state = perceiver.latent_state(_frame_pairs(16, grid, dim, generator), grid)
+        actions = perceiver.latent_actions(_frame_pairs(16, grid, dim, generator), hands, grid)
+        return tuple(float(x.std(0).mean() / x.square().mean().sqrt()) for x in (state, actions))
+
+    with torch.no_grad():
+        for _ in range(200):  # the running statistics forget their initial (0, 1) at momentum 0.1
+            training = spreads()
+            model.ema_update()
+        model.eval()
+        inference = spreads()
+    for spread in (*training, *inference):
+        assert (spread > 0.9) if standardize else (spread < 0.01), (training, inference)
+
+
+def test_latent_standardization_is_one_function_of_each_sample_and_is_saved(tmp_path):
+    """A frame's standardised latent state is the same alone, inside a batch of other frames, in training and at
+    inference: the running statistics change only at ``ema_update`` (once per optimiser step), from every sample
+    seen since the last one (so split or accumulated batches give the statistics of the whole batch). Packing,
+    accumulation and batches of identical frames thus train on what generation sees. The statistics are part of the
+    checkpoint."""
+    model = tiny_model().train()
+    assert model.config.standardize_latents  # the tiny preset (the demo's) standardises
+    grid, generator = FrameTokenGrid(prefix=1, height=4, width=4), torch.Generator().manual_seed(1)
+    norm, dim = model.perceiver.state_norm, model.config.frame_dim
+    frames = _frame_pairs(8, grid, dim, generator)
+    with torch.no_grad():
+        model.perceiver.latent_state(frames[:3], grid)
+        model.perceiver.latent_state(frames[3:], grid)
+        model.ema_update()
+        flat = model.perceiver.lsp_trunk(frames, model.perceiver.lsp_queries.weight, grid).flatten(1)
+        torch.testing.assert_close(norm.running_mean, 0.1 * flat.mean(0))  # the whole batch, at momentum 0.1
+        torch.testing.assert_close(norm.running_var, 0.9 + 0.1 * flat.var(0))
+        frame, others = _frame_pairs(1, grid, dim, generator), _frame_pairs(7, grid, dim, generator)
+        inference = model.eval().perceiver.latent_state(frame, grid)
+        alone = model.train().perceiver.latent_state(frame, grid)
+        in_batch = model.perceiver.latent_state(torch.cat([frame, others]), grid)[:1]
+    torch.testing.assert_close(alone, inference)
+    torch.testing.assert_close(in_batch, inference)
+    assert int(norm.num_batches_tracked) == 1
+    model.ema_update()
+    model.save_pretrained(tmp_path)
+    loaded = PELAForPretraining.from_pretrained(tmp_path).eval()
+    for name, buffer in norm.named_buffers():
+        torch.testing.assert_close(getattr(loaded.perceiver.state_norm, name), buffer)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            loaded.perceiver.latent_state(frame, grid), model.eval().perceiver.latent_state(frame, grid)
+        )
+
+
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients(mixed_batch):
     def loss_and_grads(checkpointing: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         model = tiny_model().train()

@@ -13,6 +13,7 @@ import pytest
 import torch
 from pela_testing import make_sample, tiny_model, tiny_processor
 
+from modeling_pela.perceiver import LatentStandardization
 from trainers.collator import PELADataCollator
 from trainers.pela_trainer import PELATrainer, pela_training_arguments
 
@@ -166,7 +167,9 @@ from trainers.pela_trainer import PELATrainer, pela_training_arguments
 
 out, batch = sys.argv[1], int(sys.argv[2])
 torch.set_num_threads(1)
-model = tiny_model().train()
+# the latent standardisation's gradient (BatchNorm's) depends on the split by design; its statistics are pooled
+# (test_latent_statistics_are_pooled_over_processes)
+model = tiny_model(standardize_latents=False).train()
 args = pela_training_arguments(out, max_steps=2, per_device_train_batch_size=batch, logging_steps=1,
                                learning_rate=1e-3, warmup_steps=0, save_strategy="no", use_cpu=True,
                                disable_tqdm=True, seed=0)
@@ -200,6 +203,31 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     for key, value in single["state"].items():
         assert rank0["state"][key] == pytest.approx(value, rel=1e-4, abs=1e-4), key
     assert rank0["losses"] == pytest.approx(single["losses"], rel=1e-4)
+
+
+def _pool_statistics(rank: int, store: str, samples: torch.Tensor, result: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    norm = LatentStandardization(samples.shape[-1]).train()
+    norm(samples[rank::2])  # this process's share of the batch
+    norm.update_statistics()
+    torch.save({name: buffer for name, buffer in norm.named_buffers()}, f"{result}-{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_latent_statistics_are_pooled_over_processes(tmp_path):
+    """Two processes holding 3 and 2 of 5 samples update the latent standardisation's running statistics exactly
+    as one process holding all 5 (a collective in ``update_statistics``)."""
+    samples = torch.randn(5, 6, generator=torch.Generator().manual_seed(0)) * 3 + 10
+    torch.multiprocessing.spawn(
+        _pool_statistics, args=(str(tmp_path / "store"), samples, str(tmp_path / "stats")), nprocs=2
+    )
+    single = LatentStandardization(6).train()
+    single(samples)
+    single.update_statistics()
+    for rank in (0, 1):
+        pooled = torch.load(tmp_path / f"stats-{rank}.pt")
+        for name, buffer in single.named_buffers():
+            torch.testing.assert_close(pooled[name], buffer)
 
 
 def test_streamed_batches_are_pinned_only_with_an_accelerator(tmp_path):

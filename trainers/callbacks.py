@@ -9,7 +9,8 @@ from transformers.trainer_callback import ExportableState
 
 
 class PerceiverEMACallback(TrainerCallback, ExportableState):
-    """Calls ``model.ema_update()`` after every optimiser step (the decoupled perceiver EMA, paper eqs. 6-7).
+    """Calls ``model.ema_update()`` after every optimiser step (the decoupled perceiver EMA, paper eqs. 6-7, and the
+    running statistics of the latent standardisation).
 
     The EMA'd parameters live in the model (saved with its weights); the callback's own state (the number of updates
     done) goes into ``trainer_state.json`` and is restored with ``restore_callback_states_from_checkpoint=True``.
