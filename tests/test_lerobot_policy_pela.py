@@ -163,6 +163,10 @@ def test_backbone_reads_the_chosen_layer_and_freezes_vision():
     for frozen in ("vision_tower", "multi_modal_projector", "frame_encoder", "perceiver"):
         assert not any(frozen in name for name in trainable), frozen
     assert {id(p) for p in policy.get_optim_params()} == {id(p) for p in policy.parameters() if p.requires_grad}
+    policy.train()  # the frozen parts keep eval mode: no batch statistics of the latent standardisation
+    assert model.get_decoder().training
+    for frozen in (model.perceiver, model.frame_encoder, model.vlm.model.vision_tower):
+        assert not any(module.training for module in frozen.modules())
 
 
 def test_lora_and_frozen_tuning():

@@ -150,6 +150,17 @@ class PelaBackbone(nn.Module):
             _inject_lora(model, lora_rank, lora_alpha, lora_dropout)
         elif tuning != "frozen":
             raise ValueError(f"tuning must be 'full', 'lora' or 'frozen', got {tuning!r}")
+        self.tuning = tuning
+        self.train()
+
+    def train(self, mode: bool = True) -> PelaBackbone:
+        """``mode`` for the language model being tuned; everything frozen (vision tower, projector, frame encoder,
+        perceivers with their latent standardisation, a ``"frozen"`` language model) stays in eval mode, so dropout
+        and batch statistics never change what the pretrained parts compute."""
+        super().train(False)
+        if self.tuning != "frozen":
+            self.model.get_decoder().train(mode)
+        return self
 
     @property
     def hidden_size(self) -> int:
