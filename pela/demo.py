@@ -64,7 +64,7 @@ class DemoConfig(KinematicsArguments):
         default=2, metadata={"help": "residual quantizers per group (the paper's 8: 128 tokens a chunk)"}
     )
     frame_encoder_steps: int = 300
-    pretrain_steps: int = field(default=1200, metadata={"help": "optimiser steps per pretrained model"})
+    pretrain_steps: int = field(default=2000, metadata={"help": "optimiser steps per pretrained model"})
     batch_size: int = 8
     learning_rate: float = 3e-3
     max_train_chunks: int = field(default=1, metadata={"help": "training clips cropped to this many chunks"})
