@@ -190,6 +190,7 @@ class PELAPreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
     _no_split_modules = ["LatentPerceivers"]
+    _keep_in_fp32_modules_strict = ["state_norm", "action_norm"]  # running statistics: bf16 rounds updates away
     _skip_keys_device_placement = "past_key_values"
     _supports_sdpa = True
     _supports_flex_attn = True

@@ -33,8 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
+from transformers.utils import logging
 
 from .configuration_pela import PELAConfig
+
+logger = logging.get_logger(__name__)
 
 HANDS = ("left", "right")  # head index 0 = left, 1 = right
 NUM_POSITION_FREQUENCIES = 8
@@ -282,6 +285,9 @@ class LatentStandardization(nn.Module):
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(pending)
         self._pending = None
+        if not bool(torch.isfinite(pending).all()):
+            logger.warning("latent standardisation: non-finite latents in this step; its statistics are not updated")
+            return
         count = float(pending[0])
         if count < 2:
             return
@@ -291,6 +297,10 @@ class LatentStandardization(nn.Module):
         self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.momentum)
         self.running_var.lerp_(variance.clamp_min(0).to(self.running_var.dtype), self.momentum)
         self.num_batches_tracked += 1
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._pending = None  # sums shifted by the statistics being replaced
+        super()._load_from_state_dict(*args, **kwargs)
 
     def extra_repr(self) -> str:
         return f"{self.running_mean.numel()}, momentum={self.momentum}, eps={self.eps}"

@@ -208,6 +208,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
 def _pool_statistics(rank: int, store: str, samples: torch.Tensor, result: str) -> None:
     torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     norm = LatentStandardization(samples.shape[-1]).train()
+    norm.running_mean.fill_(3.0)  # the sums are shifted by the running mean
     norm(samples[rank::2])  # this process's share of the batch
     norm.update_statistics()
     torch.save({name: buffer for name, buffer in norm.named_buffers()}, f"{result}-{rank}.pt")
@@ -222,8 +223,11 @@ def test_latent_statistics_are_pooled_over_processes(tmp_path):
         _pool_statistics, args=(str(tmp_path / "store"), samples, str(tmp_path / "stats")), nprocs=2
     )
     single = LatentStandardization(6).train()
+    single.running_mean.fill_(3.0)
     single(samples)
     single.update_statistics()
+    torch.testing.assert_close(single.running_mean, 0.9 * 3.0 + 0.1 * samples.mean(0))
+    torch.testing.assert_close(single.running_var, 0.9 + 0.1 * samples.var(0))
     for rank in (0, 1):
         pooled = torch.load(tmp_path / f"stats-{rank}.pt")
         for name, buffer in single.named_buffers():
