@@ -260,17 +260,17 @@ class LatentStandardization(nn.Module):
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         flat = latents.flatten(1).float()
         mean, scale = self.running_mean.float(), torch.rsqrt(self.running_var.float() + self.eps)
-        if not self.training:
-            return ((flat - mean) * scale).view_as(latents).to(latents.dtype)
-        with torch.no_grad():
-            shifted = (flat - mean).double()
-            batch = torch.cat([shifted.new_tensor([shifted.shape[0]]), shifted.sum(0), shifted.square().sum(0)])
-            self._pending = batch if self._pending is None else self._pending + batch
-        if flat.shape[0] == 1:
-            return ((flat - mean) * scale).view_as(latents).to(latents.dtype)
-        batch_mean, batch_std = flat.mean(0), (flat.var(0, unbiased=False) + self.eps).sqrt()
-        ratio, offset = (batch_std * scale).detach(), ((batch_mean - mean) * scale).detach()
-        normed = (flat - batch_mean) / batch_std * ratio + offset  # = (flat - mean) * scale, BatchNorm's gradient
+        if self.training:
+            with torch.no_grad():
+                shifted = (flat - mean).double()
+                batch = torch.cat([shifted.new_tensor([shifted.shape[0]]), shifted.sum(0), shifted.square().sum(0)])
+                self._pending = batch if self._pending is None else self._pending + batch
+        if self.training and flat.shape[0] > 1:
+            batch_mean, batch_std = flat.mean(0), (flat.var(0, unbiased=False) + self.eps).sqrt()
+            ratio, offset = (batch_std * scale).detach(), ((batch_mean - mean) * scale).detach()
+            normed = (flat - batch_mean) / batch_std * ratio + offset  # = (flat - mean) * scale, BatchNorm's gradient
+        else:
+            normed = (flat - mean) * scale
         return normed.view_as(latents).to(latents.dtype)
 
     @torch.no_grad()
