@@ -228,6 +228,12 @@ class LatentPerceiverTrunk(nn.Module):
         return out
 
 
+def statistics_dtype(device: torch.device) -> torch.dtype:
+    """dtype of :class:`LatentStandardization`'s accumulated sums on ``device``: float64, or float32 on Apple's MPS,
+    which has no float64 (the sums are of samples shifted by the running mean, so float32 loses little)."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
 class LatentStandardization(nn.Module):
     """Standardise every feature of (M, K, 2, D) perceiver outputs with running statistics over training samples:
     ``(x - mu) / sqrt(var + eps)`` per flattened feature, computed in float32, returned in the input's shape and dtype.
@@ -255,14 +261,14 @@ class LatentStandardization(nn.Module):
         self.register_buffer("running_mean", torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features))
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
-        self._pending: torch.Tensor | None = None  # float64 [count, sum(x - mu) (F), sum((x - mu)^2) (F)]
+        self._pending: torch.Tensor | None = None  # [count, sum(x - mu) (F), sum((x - mu)^2) (F)], statistics_dtype
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         flat = latents.flatten(1).float()
         mean, scale = self.running_mean.float(), torch.rsqrt(self.running_var.float() + self.eps)
         if self.training:
             with torch.no_grad():
-                shifted = (flat - mean).double()
+                shifted = (flat - mean).to(statistics_dtype(flat.device))
                 batch = torch.cat([shifted.new_tensor([shifted.shape[0]]), shifted.sum(0), shifted.square().sum(0)])
                 self._pending = batch if self._pending is None else self._pending + batch
         if self.training and flat.shape[0] > 1:
@@ -281,7 +287,8 @@ class LatentStandardization(nn.Module):
         features = self.running_mean.numel()
         pending = self._pending
         if pending is None:
-            pending = torch.zeros(1 + 2 * features, dtype=torch.float64, device=self.running_mean.device)
+            device = self.running_mean.device
+            pending = torch.zeros(1 + 2 * features, dtype=statistics_dtype(device), device=device)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(pending)
         self._pending = None
@@ -293,7 +300,7 @@ class LatentStandardization(nn.Module):
             return
         shift = pending[1 : 1 + features] / count  # batch mean - running mean
         variance = (pending[1 + features :] / count - shift.square()) * count / (count - 1)
-        mean = self.running_mean.double() + shift
+        mean = self.running_mean.to(pending.dtype) + shift
         self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.momentum)
         self.running_var.lerp_(variance.clamp_min(0).to(self.running_var.dtype), self.momentum)
         self.num_batches_tracked += 1
@@ -392,4 +399,5 @@ __all__ = [
     "fourier_position_features",
     "grid_coordinates",
     "select_hand",
+    "statistics_dtype",
 ]

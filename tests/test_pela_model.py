@@ -17,8 +17,9 @@ from pela_testing import (
 )
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
+import modeling_pela.perceiver as perceiver_module
 from modeling_pela import PELAConfig, PELAForPretraining
-from modeling_pela.perceiver import FrameTokenGrid, LatentStandardization, grid_coordinates
+from modeling_pela.perceiver import FrameTokenGrid, LatentStandardization, grid_coordinates, statistics_dtype
 from trainers.callbacks import PerceiverEMACallback
 
 BACKENDS = ("eager", "sdpa", "flex_attention")
@@ -454,6 +455,31 @@ def test_latent_statistics_skip_a_non_finite_step_and_stay_float32_in_bf16(tmp_p
     assert model.perceiver.lsp_trunk.head[-1].weight.dtype == torch.bfloat16
     for norm in (model.perceiver.state_norm, model.perceiver.action_norm):
         assert norm.running_mean.dtype == norm.running_var.dtype == torch.float32
+
+
+def test_latent_statistics_accumulate_in_float32_where_the_device_has_no_float64(monkeypatch):
+    """Apple's MPS has no float64: there the statistics' sums are float32, and pooling two micro-batches of latents
+    far from the running mean gives the float64 statistics to within 1e-4 (relative)."""
+    assert statistics_dtype(torch.device("mps")) == torch.float32
+    assert statistics_dtype(torch.device("cpu")) == torch.float64
+    latents = torch.randn(16, 6, generator=torch.Generator().manual_seed(0)) * 3 + 100
+
+    def pooled_statistics() -> tuple[torch.Tensor, torch.Tensor, torch.dtype]:
+        norm = LatentStandardization(6).train()
+        norm(latents[:7])
+        norm(latents[7:])
+        dtype = norm._pending.dtype
+        norm.update_statistics()
+        return norm.running_mean, norm.running_var, dtype
+
+    mean, var, dtype = pooled_statistics()
+    monkeypatch.setattr(perceiver_module, "statistics_dtype", lambda device: torch.float32)
+    mean32, var32, dtype32 = pooled_statistics()
+    assert (dtype, dtype32) == (torch.float64, torch.float32)
+    torch.testing.assert_close(mean, 0.1 * latents.mean(0))
+    torch.testing.assert_close(var, 0.9 + 0.1 * latents.var(0))
+    torch.testing.assert_close(mean32, mean)
+    torch.testing.assert_close(var32, var, rtol=1e-4, atol=0)  # float32's E[(x-mu)^2] - E[x-mu]^2 at an offset of 100
 
 
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients(mixed_batch):
