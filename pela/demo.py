@@ -56,7 +56,7 @@ class DemoConfig(KinematicsArguments):
         default_factory=list,
         metadata={"help": "training seeds of the models (default: --seed); the table reports mean +- std over them"},
     )
-    num_dataset_clips: int = field(default=2000, metadata={"help": "procedural UniHand-Mix clips (lab + wild)"})
+    num_dataset_clips: int = field(default=3000, metadata={"help": "procedural UniHand-Mix clips (lab + wild)"})
     image_size: int = field(default=64, metadata={"help": "frame size in pixels"})
     tokenizer_steps: int = 400
     codebook_size: int = 64
@@ -64,7 +64,7 @@ class DemoConfig(KinematicsArguments):
         default=2, metadata={"help": "residual quantizers per group (the paper's 8: 128 tokens a chunk)"}
     )
     frame_encoder_steps: int = 300
-    pretrain_steps: int = field(default=2000, metadata={"help": "optimiser steps per pretrained model"})
+    pretrain_steps: int = field(default=3000, metadata={"help": "optimiser steps per pretrained model"})
     batch_size: int = 8
     learning_rate: float = 3e-3
     max_train_chunks: int = field(default=1, metadata={"help": "training clips cropped to this many chunks"})
