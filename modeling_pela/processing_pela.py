@@ -282,17 +282,21 @@ class PELAProcessor(MotionSpecialTokensMixin, ProcessorMixin):
 
     # -- one sample ----------------------------------------------------------------------------------------------
 
-    def _motion_tokens(self, sample: Mapping[str, Any], hand: str, motion_tokenizer: Any) -> torch.Tensor:
+    def _motion_tokens(
+        self, sample: Mapping[str, Any], hand: str, motion_tokenizer: Any, fingerprint: str | None = None
+    ) -> torch.Tensor:
         """(num_chunks, K) tokenizer ids of one hand: precomputed ``motion_tokens_<hand>`` (refused if
-        ``motion_tokens_model`` is not the given tokenizer's fingerprint) or encoded MANO."""
+        ``motion_tokens_model`` is not the given tokenizer's ``fingerprint``, computed here unless given) or encoded
+        MANO."""
         where = f"sample {sample.get('id', '?')!r} ({hand} hand)"
         precomputed = sample.get(f"motion_tokens_{hand}")
         if precomputed is not None and len(precomputed):
             made_by = sample.get("motion_tokens_model") or ""
-            if motion_tokenizer is not None and made_by != motion_tokenizer.fingerprint():
+            if motion_tokenizer is not None and made_by != (fingerprint or motion_tokenizer.fingerprint()):
+                fingerprint = fingerprint or motion_tokenizer.fingerprint()
                 raise ValueError(
                     f"{where}: motion_tokens_{hand} were made by motion tokenizer {made_by or '(unrecorded)'!r}, not "
-                    f"by the one given ({motion_tokenizer.fingerprint()!r}); re-run `pela data tokenize` with this "
+                    f"by the one given ({fingerprint!r}); re-run `pela data tokenize` with this "
                     "tokenizer, or drop the motion_tokens_* columns to tokenize the MANO labels on the fly"
                 )
             tokens = torch.as_tensor(precomputed, dtype=torch.long)
@@ -354,11 +358,18 @@ class PELAProcessor(MotionSpecialTokensMixin, ProcessorMixin):
         return {"frame_pixel_values": processed["pixel_values"]}
 
     def encode_sample(
-        self, sample: Mapping[str, Any], motion_tokenizer: Any = None, generation: bool = False
+        self,
+        sample: Mapping[str, Any],
+        motion_tokenizer: Any = None,
+        generation: bool = False,
+        *,
+        tokenizer_fingerprint: str | None = None,
     ) -> dict[str, Any]:
         """One UniHand-Mix sample -> unpadded tensors (see the module docstring). With ``generation=True`` the
         sequence stops before the first generated chunk (the prompt of ``generate_motion``): motion continuation keeps
-        its ``context_chunks`` time steps, the other tasks keep no chunk, and no labels are produced."""
+        its ``context_chunks`` time steps, the other tasks keep no chunk, and no labels are produced.
+        ``tokenizer_fingerprint``: ``motion_tokenizer.fingerprint()`` when the caller has it (a batch computes it once:
+        it walks the tokenizer's whole state), checked against the sample's precomputed tokens."""
         task = sample.get("task_type", "motion_generation")
         if task not in TASK_TYPES:
             raise ValueError(f"unknown task_type {task!r}; expected one of {TASK_TYPES}")
@@ -386,7 +397,7 @@ class PELAProcessor(MotionSpecialTokensMixin, ProcessorMixin):
         labels = [IGNORE_INDEX] * len(ids)
         chunk_ids = [-1] * len(ids)
         motion = (
-            {hand: self._motion_tokens(sample, hand, motion_tokenizer) for hand in hands}
+            {hand: self._motion_tokens(sample, hand, motion_tokenizer, tokenizer_fingerprint) for hand in hands}
             if labeled and num_steps
             else {}
         )
@@ -477,7 +488,11 @@ class PELAProcessor(MotionSpecialTokensMixin, ProcessorMixin):
         ``motion_tokens_*``; ``generation=True`` builds left-padded prompts."""
         if isinstance(samples, Mapping):
             samples = [samples]
-        encoded = [self.encode_sample(sample, motion_tokenizer, generation) for sample in samples]
+        fingerprint = motion_tokenizer.fingerprint() if motion_tokenizer is not None and not generation else None
+        encoded = [
+            self.encode_sample(sample, motion_tokenizer, generation, tokenizer_fingerprint=fingerprint)
+            for sample in samples
+        ]
         return self.collate(encoded, padding_side or ("left" if generation else "right"))
 
     @property

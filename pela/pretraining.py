@@ -105,6 +105,7 @@ def pretrain(
         seed=args.seed,
         objective=model.config.objective,
         full_mask_prob=getattr(args, "mcp_full_mask_prob", 0.0),
+        cache_size=getattr(args, "encoded_rows_cache", 0),
     )
     if not model.config.align:  # without alignment an unlabelled (video-only) row gives no loss: skip it
         train_rows = train_rows.filter(is_labelled_row)

@@ -17,6 +17,7 @@ from modeling_pela import HandMotion, MotionTokenizerConfig, MotionTokenizerMode
 from pela.cli import main
 from pela.processors import tiny_processor_for
 from pela.training_data import rows_of
+from trainers.collator import PELADataCollator
 
 
 def _tokenizer(seed: int) -> MotionTokenizerModel:
@@ -87,3 +88,23 @@ def test_cli_tokenize_and_bad_input(exported, tmp_path, capsys):
     assert row["motion_tokens_model"] == MotionTokenizerModel.from_pretrained(path).fingerprint()
     with pytest.raises(FileNotFoundError, match="pela data export"):
         tokenize_hub_folder(tmp_path, tokenizer)
+
+
+def test_a_batch_hashes_the_tokenizer_once_and_checks_every_row_against_it(exported, monkeypatch):
+    tokenizer = _tokenizer(5)
+    tokenize_hub_folder(exported, tokenizer)
+    rows = [
+        row
+        for row in rows_of(stream_unihand_mix(str(exported), "mix", "train"))
+        if row["has_motion_labels"] and row["task_type"] == "motion_generation"
+    ][:4]
+    processor = tiny_processor_for(rows, tokenizer.config)
+    calls = []
+    fingerprint = tokenizer.fingerprint
+    monkeypatch.setattr(tokenizer, "fingerprint", lambda: calls.append(1) or fingerprint())
+    collated = PELADataCollator(processor, tokenizer, objective="next_token")(rows)
+    assert len(rows) == 4 and sum(len(row["hands"]) for row in rows) > 4 and len(calls) == 1
+    assert torch.equal(collated["input_ids"], processor.encode(rows, motion_tokenizer=tokenizer)["input_ids"])
+    assert len(calls) == 2
+    with pytest.raises(ValueError, match=rf"sample '{rows[0]['id']}'.*made by motion tokenizer.*pela data tokenize"):
+        PELADataCollator(processor, _tokenizer(6), objective="next_token")(rows)

@@ -106,6 +106,27 @@ def test_masks_are_deterministic_per_epoch_and_new_every_epoch():
     assert not torch.equal(epochs[0], epochs[1]) and not torch.equal(epochs[1], epochs[2])
 
 
+def test_cached_encodings_give_the_same_batches_every_epoch_and_refuse_a_reused_id(monkeypatch):
+    processor = tiny_processor(tiny_model().config)
+    rows = _rows(5)
+    encodings = []
+    encode_sample = processor.encode_sample
+    monkeypatch.setattr(processor, "encode_sample", lambda *a, **k: encodings.append(1) or encode_sample(*a, **k))
+    plain, cached = PELADataCollator(processor, seed=3), PELADataCollator(processor, seed=3, cache_size=4)
+    for epoch in (0, 1, 2):
+        plain.set_epoch(epoch)
+        cached.set_epoch(epoch)
+        expected, batch = plain(rows), cached(rows)
+        assert expected.keys() == batch.keys()
+        assert all(torch.equal(expected[key], batch[key]) for key in expected), epoch  # masks new every epoch
+    assert len(encodings) == 3 * 5 + 5 + 2 * 1  # plain: every row every epoch; cached: 4 rows once, the 5th each time
+    renamed = {**rows[1], "instruction": "something else entirely"}
+    with pytest.raises(ValueError, match=f"sample '{rows[1]['id']}'.*different row with this id"):
+        cached([renamed])
+    with pytest.raises(ValueError, match="cache_size"):
+        PELADataCollator(processor, cache_size=-1)
+
+
 class _RecordingCollator(PELADataCollator):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -42,6 +42,10 @@ class PELADataCollator:
         objective: the model's ``config.objective`` (``PELATrainer`` refuses a collator that does not match it).
         full_mask_prob: probability that an MCP target chunk is masked whole
             (:func:`trainers.masking.hybrid_chunk_mask`; 0 is the paper's scheme).
+        cache_size: rows whose processor encoding (image preprocessing, token layout) is kept, by row ``id``, and
+            reused when the row comes again in a later pass over the data; masks are still drawn per pass. For small
+            data trained for many epochs (the demo); 0 (default) keeps none. A cached id that comes back with another
+            instruction, task, hands or length raises ``ValueError`` naming it (two rows sharing an id).
     """
 
     def __init__(
@@ -51,10 +55,15 @@ class PELADataCollator:
         seed: int = 0,
         objective: str = "masked_chunk",
         full_mask_prob: float = 0.0,
+        cache_size: int = 0,
     ) -> None:
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
         check_full_mask_prob(full_mask_prob)
+        if cache_size < 0:
+            raise ValueError(f"cache_size must be >= 0, got {cache_size}")
+        self.cache_size = cache_size
+        self._encoded: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}
         self.full_mask_prob = full_mask_prob
         self.processor = processor
         self.motion_tokenizer = motion_tokenizer
@@ -84,17 +93,53 @@ class PELADataCollator:
         new_labels = torch.where(chunk_ids >= 0, torch.where(mask.masked, labels, IGNORE_INDEX), labels)
         return {**encoded, "input_ids": input_ids, "labels": new_labels}
 
-    def encode_row(self, row: Mapping[str, Any], index: int = 0) -> dict[str, Any]:
+    def encode_row(
+        self, row: Mapping[str, Any], index: int = 0, tokenizer_fingerprint: str | None = None
+    ) -> dict[str, Any]:
         """One UniHand-Mix row -> its unpadded ``PELAProcessor.encode_sample`` tensors with this collator's targets
-        (``index`` names a row without ``id`` in errors and seeds its mask)."""
+        (``index`` names a row without ``id`` in errors and seeds its mask; ``tokenizer_fingerprint``, the motion
+        tokenizer's, when the caller has it)."""
         sample_id = str(row.get("id", index))
-        try:
-            item = self.processor.encode_sample(row, self.motion_tokenizer)
-        except (KeyError, ValueError) as err:
-            raise ValueError(f"sample {sample_id!r}: cannot build PELA inputs ({err})") from err
+        item = self._cached(row, sample_id)
+        if item is None:
+            try:
+                item = self.processor.encode_sample(
+                    row, self.motion_tokenizer, tokenizer_fingerprint=tokenizer_fingerprint
+                )
+            except (KeyError, ValueError) as err:
+                raise ValueError(f"sample {sample_id!r}: cannot build PELA inputs ({err})") from err
+            if "id" in row and len(self._encoded) < self.cache_size:
+                self._encoded[sample_id] = (_identity(row), item)
         return self.mask_encoded(item, sample_id) if self.objective == "masked_chunk" else item
 
+    def _cached(self, row: Mapping[str, Any], sample_id: str) -> dict[str, Any] | None:
+        if "id" not in row or sample_id not in self._encoded:
+            return None
+        identity, item = self._encoded[sample_id]
+        if identity != _identity(row):
+            raise ValueError(
+                f"sample {sample_id!r}: a different row with this id was encoded earlier (instruction, task, hands or "
+                f"number of chunks differ: {identity} vs {_identity(row)}); row ids must be unique, or pass "
+                "cache_size=0"
+            )
+        return item
+
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> BatchFeature:
-        batch = self.processor.collate([self.encode_row(row, index) for index, row in enumerate(rows)])
+        tokenizer = self.motion_tokenizer
+        fingerprint = tokenizer.fingerprint() if tokenizer is not None else None  # once a batch, not once a row
+        batch = self.processor.collate([self.encode_row(row, index, fingerprint) for index, row in enumerate(rows)])
         del batch["first_target_chunk"]  # a collator field, not a model input
         return batch
+
+
+def _identity(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What must match for a cached encoding to stand for ``row``."""
+    return (
+        row.get("instruction"),
+        row.get("task_type"),
+        tuple(row.get("hands") or ()),
+        row.get("num_chunks"),
+        row.get("has_motion_labels"),
+        row.get("context_chunks"),
+        row.get("motion_tokens_model"),
+    )

@@ -81,6 +81,13 @@ class PELATrainingArguments(TrainingArguments):
             "(0: the paper's hybrid masking, where 1/11 of the targets are)"
         },
     )
+    encoded_rows_cache: int = field(
+        default=0,
+        metadata={
+            "help": "rows whose processor encoding is kept and reused in later epochs (by row id; masks are still "
+            "drawn per epoch): for small data trained for many epochs; 0 keeps none"
+        },
+    )
     packing: bool = field(
         default=False,
         metadata={
