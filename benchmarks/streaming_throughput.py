@@ -161,7 +161,6 @@ def consumption(folder: str, batch_size: int, train_steps: int) -> None:
     from modeling_pela import MotionTokenizerConfig, MotionTokenizerModel
     from pela.pretraining import pretrain
     from pela.processors import tiny_processor_for
-    from pela.training_data import crop_row
     from trainers.collator import PELADataCollator
     from trainers.pela_trainer import pela_training_arguments
 
@@ -169,7 +168,7 @@ def consumption(folder: str, batch_size: int, train_steps: int) -> None:
     motions = [motion for clip in generate_clips(8) for motion in clip.hands.values()]
     tokenizer.fit_normalization(motions)
     tokenizer.init_codebooks(motions)
-    rows = [crop_row(row, 2) for row in stream_unihand_mix(folder, "mix", "train")]
+    rows = list(stream_unihand_mix(folder, "mix", "train", max_chunks=2))
     processor = tiny_processor_for(rows, tokenizer.config)
     collator = PELADataCollator(processor, tokenizer, seed=0)
     start = time.perf_counter()
@@ -179,7 +178,7 @@ def consumption(folder: str, batch_size: int, train_steps: int) -> None:
     print(f"\nwhat training consumes (tiny PELA, 2 chunks, batch {batch_size}, 1 thread)")
     print(f"MCP collator alone (tokenize MANO, process images, mask): {collate_s:.1f} samples/s")
     if train_steps:
-        stream = stream_unihand_mix(folder, "mix", "train", shuffle_buffer_size=256).map(lambda r: crop_row(r, 2))
+        stream = stream_unihand_mix(folder, "mix", "train", shuffle_buffer_size=256, max_chunks=2)
         with tempfile.TemporaryDirectory() as out:
             args = pela_training_arguments(
                 out, max_steps=train_steps, per_device_train_batch_size=batch_size, learning_rate=1e-3,

@@ -41,6 +41,7 @@ from PIL import Image
 
 from modeling_pela.hand_motion import HAND_SIDES, SHAPE_CONVENTIONS
 
+from .cropping import crop_row
 from .schema import CHUNK_LENGTH, SPLITS, TASK_TYPES, unihand_features
 
 logger = logging.getLogger(__name__)
@@ -263,6 +264,7 @@ def iter_mixed_rows(
     stats: SkipStats,
     multiple_of: int = 1,
     seed: int | None = None,
+    max_chunks: int | None = None,
 ) -> Iterator[dict]:
     """Rows of several subsets (``(name, parquet files)``), interleaved so that every prefix of the stream holds the
     subsets in proportion to their sizes: at each step the subset furthest behind its share gives the next row.
@@ -271,7 +273,7 @@ def iter_mixed_rows(
     distributed run) cuts each subset to a multiple of that many rows, so that a row-by-row split gives every rank
     the same number of rows, each subset's share within one row (exactly when no row is skipped). Unusable data
     follow :class:`SkipBudget` (one per subset); a subset without a readable row, or that loses every row, raises
-    ``"empty_subset"``."""
+    ``"empty_subset"``. ``max_chunks`` crops every valid row to its first chunks (:func:`crop_row`), undecoded."""
     streams, quotas, names = [], [], []
     for name, files in subsets:
         files = list(files)
@@ -305,7 +307,7 @@ def iter_mixed_rows(
                 raise UniHandMixDataError("empty_subset", f"subset '{names[chosen]}'", "every row was unusable")
             continue
         emitted[chosen] += 1
-        yield row
+        yield row if max_chunks is None else crop_row(row, max_chunks)
 
 
 def resolve_data_files(path: str, name: str = "mix", split: str = "train", **builder_kwargs: Any) -> list[str]:
@@ -328,6 +330,7 @@ def stream_unihand_mix(
     seed: int = 0,
     rank: int | None = None,
     world_size: int | None = None,
+    max_chunks: int | None = None,
     **builder_kwargs: Any,
 ) -> datasets.IterableDataset:
     """Stream ``name``/``split`` of an exported UniHand-Mix with validation (module docstring).
@@ -344,6 +347,9 @@ def stream_unihand_mix(
         rank / world_size: keep only this rank's part: the interleaved stream, each subset cut to a multiple of
             ``world_size`` rows, split row by row (``datasets.distributed.split_dataset_by_node``): every rank gets
             the same number of rows with the single-process mixture (each rank reads every row and keeps its own).
+        max_chunks: keep only the first ``max_chunks`` chunks of every row (:func:`crop_row`), cut after
+            validation and before decoding, so that the boundary frames it drops are never decoded (a row of N
+            chunks carries N + 1 of them; training on one chunk needs 2). None: whole rows.
         builder_kwargs: passed to ``datasets.load_dataset_builder`` (e.g. ``revision``, ``token``).
 
     Returns:
@@ -357,6 +363,8 @@ def stream_unihand_mix(
         raise ValueError("pass both rank and world_size, or neither")
     if rank is not None and not 0 <= rank < world_size:
         raise ValueError(f"rank must lie in [0, world_size={world_size}), got {rank}")
+    if max_chunks is not None and max_chunks < 1:
+        raise ValueError(f"max_chunks must be >= 1 or None, got {max_chunks}")
     files = resolve_data_files(path, name, split, **builder_kwargs)
     by_subset: dict[str, list[str]] = {}
     for file in files:  # shards live in data/<subset>/
@@ -370,6 +378,7 @@ def stream_unihand_mix(
             "stats": stats if stats is not None else SkipStats(),
             "multiple_of": world_size or 1,
             "seed": seed if shuffle_buffer_size else None,
+            "max_chunks": max_chunks,
         },
         split=datasets.NamedSplit(split),
     )

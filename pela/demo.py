@@ -220,7 +220,7 @@ def _pretrain_and_evaluate(config: DemoConfig, out: Path, data: Path, beat: Hear
     from .training_data import evaluation_rows, rows_of
 
     torch.set_num_threads(1)
-    all_train = rows_of(stream_unihand_mix(str(data), "mix", "train"))
+    all_train = rows_of(stream_unihand_mix(str(data), "mix", "train").decode(False))  # text and MANO: no pixels
     tokenizer = MotionTokenizerModel.from_pretrained(str(out / "motion_tokenizer")).eval()
     processor = tiny_processor_for(all_train, tokenizer.config, str(out / "frame_encoder"))
     processor.save_pretrained(out / "processor")
@@ -273,7 +273,7 @@ def train_and_score(job: dict[str, Any]) -> dict[str, Any]:
     from trainers.pela_trainer import pela_training_arguments
 
     from .pretraining import pretrain
-    from .training_data import crop_row, evaluation_rows, wild_fraction_filter
+    from .training_data import evaluation_rows, wild_fraction_filter
     from .visualization import by_row, render_row
 
     torch.set_num_threads(1)  # tiny matrices: one intra-op thread per process is fastest on a small CPU
@@ -282,11 +282,8 @@ def train_and_score(job: dict[str, Any]) -> dict[str, Any]:
     processor = PELAProcessor.from_pretrained(str(out / "processor"))
     kinematics = load_hand_kinematics(config.mano_dir)
     seed, chunks = job["seed"], config.max_train_chunks
-    train = (
-        stream_unihand_mix(data, "mix", "train", shuffle_buffer_size=256, seed=seed)
-        .filter(wild_fraction_filter(job["wild_fraction"]))
-        .map(lambda row: crop_row(row, chunks))
-    )
+    train = stream_unihand_mix(data, "mix", "train", shuffle_buffer_size=256, seed=seed, max_chunks=chunks)
+    train = train.filter(wild_fraction_filter(job["wild_fraction"]))
     args = pela_training_arguments(
         job["output_dir"], max_steps=config.pretrain_steps, per_device_train_batch_size=config.batch_size,
         learning_rate=config.learning_rate, mcp_full_mask_prob=config.mcp_full_mask_prob,

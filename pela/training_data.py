@@ -12,8 +12,6 @@ from datasets_unihand_mix.tasks import stable_uniform
 
 from .arguments import PretrainArguments
 
-PER_FRAME_MANO = ("hand_pose", "global_orient", "transl")  # cut with the frames; betas and the convention are per clip
-
 
 def wild_fraction_filter(fraction: float) -> Callable[[Mapping[str, Any]], bool]:
     """Keep every lab row and a stable (per clip id) ``fraction`` of the wild rows (paper Fig. 3)."""
@@ -38,13 +36,11 @@ def pretraining_stream(
     share (the same count and lab:wild mixture on every rank) of a run on ``world_size`` processes; skipped rows are
     counted in ``stats``."""
     distributed = {"rank": rank, "world_size": world_size} if world_size > 1 else {}
-    rows = stream_unihand_mix(
+    return stream_unihand_mix(
         args.data, args.dataset_config, "train", shuffle_buffer_size=args.shuffle_buffer_size or None, seed=seed,
-        max_skip_fraction=args.max_skip_fraction, stats=stats, **distributed,
+        max_skip_fraction=args.max_skip_fraction, stats=stats, max_chunks=args.max_train_chunks or None,
+        **distributed,
     ).filter(wild_fraction_filter(args.wild_fraction))  # fmt: skip
-    if args.max_train_chunks:
-        rows = rows.map(lambda row: crop_row(row, args.max_train_chunks))
-    return rows
 
 
 def evaluation_rows(
@@ -60,33 +56,15 @@ def evaluation_rows(
     evaluation decodes and scores). Unusable data raise, or within ``max_skip_fraction`` are skipped and counted in
     ``stats`` (:func:`~datasets_unihand_mix.streaming.stream_unihand_mix`)."""
     rows = []
-    for row in stream_unihand_mix(data, split, "test", max_skip_fraction=max_skip_fraction, stats=stats):
+    stream = stream_unihand_mix(
+        data, split, "test", max_skip_fraction=max_skip_fraction, stats=stats, max_chunks=num_chunks
+    )
+    for row in stream:
         if row["has_motion_labels"] and int(row["num_chunks"]) >= num_chunks:
-            rows.append(crop_row(row, num_chunks))
+            rows.append(row)
         if max_rows is not None and len(rows) >= max_rows:
             break
     return rows
-
-
-def crop_row(row: Mapping[str, Any], max_chunks: int) -> dict[str, Any]:
-    """The first ``max_chunks`` chunks of a row (MANO, tokens, boundary frames and counts cut consistently)."""
-    num_chunks = int(row["num_chunks"])
-    if num_chunks <= max_chunks:
-        return dict(row)
-    frames = max_chunks * int(row["chunk_length"])
-    out = {**row, "num_chunks": max_chunks, "num_frames": frames}
-    out["boundary_frames"] = list(row["boundary_frames"])[: max_chunks + 1]
-    out["context_chunks"] = min(int(row.get("context_chunks") or 0), max_chunks - 1)
-    for side in ("left", "right"):
-        mano = row.get(f"mano_{side}")
-        if mano is not None:
-            out[f"mano_{side}"] = {k: (v[:frames] if k in PER_FRAME_MANO else v) for k, v in mano.items()}
-        tokens = row.get(f"motion_tokens_{side}")
-        if tokens is not None:
-            out[f"motion_tokens_{side}"] = list(tokens)[:max_chunks]
-    if row.get("frame_features") is not None:
-        out["frame_features"] = list(row["frame_features"])[: max_chunks + 1]
-    return out
 
 
 def rows_of(dataset: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:

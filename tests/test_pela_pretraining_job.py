@@ -12,6 +12,7 @@ from pela_testing import single_thread  # noqa: F401  (module fixture: one intra
 
 from datasets_unihand_mix import generate_clips
 from datasets_unihand_mix.builder import UniHandMix
+from datasets_unihand_mix.cropping import crop_row
 from datasets_unihand_mix.export import export_hub_folder
 from datasets_unihand_mix.streaming import stream_unihand_mix
 from modeling_pela import BuiltinHandKinematics, MotionTokenizerConfig, MotionTokenizerModel
@@ -19,7 +20,7 @@ from pela.checkpoints import load_pretraining_checkpoint
 from pela.model_card import pretraining_model_card
 from pela.pretraining import build_model, pretrain
 from pela.processors import build_text_tokenizer, tiny_processor_for
-from pela.training_data import crop_row, rows_of, wild_fraction_filter
+from pela.training_data import rows_of, wild_fraction_filter
 from trainers.collator import PELADataCollator
 from trainers.generation_eval import evaluate_generation, evaluate_mean_motion
 from trainers.pela_trainer import PELATrainer, pela_training_arguments
@@ -142,7 +143,7 @@ def test_trainer_evaluation_decodes_chunks_per_split(data_dir, parts, tmp_path):
 
 def test_every_checkpoint_is_self_contained_and_evaluation_runs_during_training(data_dir, parts, tmp_path):
     tokenizer_model, _, processor = parts
-    train = stream_unihand_mix(data_dir, "mix", "train").map(lambda row: crop_row(row, 1))
+    train = stream_unihand_mix(data_dir, "mix", "train", max_chunks=1)
     args = pela_training_arguments(
         str(tmp_path / "run"), max_steps=2, per_device_train_batch_size=2, logging_steps=1, use_cpu=True,
         save_strategy="steps", save_steps=1, eval_strategy="steps", eval_steps=2, eval_max_rows=1,

@@ -11,6 +11,7 @@ from datasets.arrow_writer import ParquetWriter
 from PIL import Image
 
 from datasets_unihand_mix.builder import UniHandMix
+from datasets_unihand_mix.cropping import crop_row
 from datasets_unihand_mix.export import export_hub_folder
 from datasets_unihand_mix.schema import unihand_features
 from datasets_unihand_mix.streaming import (
@@ -63,6 +64,40 @@ def test_shuffle_is_seeded_and_keeps_every_sample(folder, all_ids):
     c = ids(stream_unihand_mix(str(folder), shuffle_buffer_size=8, seed=2))
     assert a == b and a != c and a != all_ids
     assert sorted(a) == sorted(c) == sorted(all_ids)
+
+
+def test_max_chunks_crops_every_row_before_its_frames_are_decoded(folder, monkeypatch):
+    decoded = set()  # the images datasets decodes (by their bytes)
+    decode = datasets.Image.decode_example
+
+    def spy(self, value, *args, **kwargs):
+        decoded.add(value["bytes"])
+        return decode(self, value, *args, **kwargs)
+
+    monkeypatch.setattr(datasets.Image, "decode_example", spy)
+    whole = list(stream_unihand_mix(str(folder), shuffle_buffer_size=8, seed=1))
+    decoded_whole = set(decoded)
+    decoded.clear()
+    cropped = list(stream_unihand_mix(str(folder), shuffle_buffer_size=8, seed=1, max_chunks=1))
+    assert [r["id"] for r in cropped] == [r["id"] for r in whole]
+    assert any(r["num_chunks"] > 1 for r in whole)
+    # at most the first frame and the two boundary frames of the kept chunk: the dropped frames are never decoded
+    assert decoded < decoded_whole and len(decoded) <= 3 * len(cropped) < len(decoded_whole)
+    for row, expected in zip(cropped, (crop_row(r, 1) for r in whole), strict=True):
+        assert row.keys() == expected.keys()
+        for key in row:
+            if key in ("first_frame", "boundary_frames"):
+                frames = [row[key]] if key == "first_frame" else row[key]
+                truth = [expected[key]] if key == "first_frame" else expected[key]
+                assert [np.asarray(f).tolist() for f in frames] == [np.asarray(f).tolist() for f in truth]
+            else:
+                assert row[key] == expected[key], key
+        assert row["num_chunks"] == 1 and len(row["boundary_frames"]) == 2
+        for side in row["hands"]:
+            if row[f"mano_{side}"] is not None:
+                assert len(row[f"mano_{side}"]["transl"]) == 15
+    with pytest.raises(ValueError, match="max_chunks must be >= 1"):
+        stream_unihand_mix(str(folder), max_chunks=0)
 
 
 @pytest.mark.parametrize("world_size", [2, 3])
