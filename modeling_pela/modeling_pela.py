@@ -1132,14 +1132,16 @@ class PELAForPretraining(PELAPreTrainedModel):
                     last_hidden, cache, attention, next_position, ensembles, sample_temperature, generator
                 )
                 tail = chunk[:, -1:]
-            closing = [config.mot_end_token_id] + ([config.mot_start_token_id] if index + 1 < len(steps) else [])
-            closing = torch.tensor(closing, device=device).expand(chunk.shape[0], -1)
+            generated.append(chunk)
+            if index + 1 == len(steps):
+                break  # nothing reads the last chunk's hidden states
+            closing = torch.tensor([config.mot_end_token_id, config.mot_start_token_id], device=device)
+            closing = closing.expand(chunk.shape[0], -1)
             slots = torch.cat([torch.arange(K - tail.shape[1], K, device=device), torch.full_like(closing[0], -1)])
             hidden, attention, next_position = self._extend(
                 torch.cat([tail, closing], 1), slots, cache, attention, next_position
             )
             last_hidden = hidden[:, -1]
-            generated.append(chunk)
         members = torch.stack(generated, 1).view(batch, ensembles, num_chunks, len(hands), K)
         members = members - config.motion_token_offset
         sequences = [input_ids]

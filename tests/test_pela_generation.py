@@ -71,11 +71,14 @@ def test_multi_pass_decoding_uses_the_expected_number_of_passes(model, processor
     calls = []
     handle = model.get_decoder().register_forward_hook(lambda module, args, output: calls.append(1))
     try:
+        model.generate_motion(**inputs, hands="right", num_chunks=2, decode_ratio=0.05)
+        two_chunks, calls[:] = len(calls), []
         out = model.generate_motion(**inputs, hands="right", num_chunks=1, decode_ratio=0.05)
     finally:
         handle.remove()
-    per_pass = round(0.05 * K)  # ~5% of the chunk per pass
-    assert len(calls) == 1 + -(-K // per_pass) + 1  # prefix, passes, appending the chunk
+    passes = -(-K // round(0.05 * K))  # ~5% of the chunk per pass
+    assert len(calls) == 1 + passes  # the prefix, then the passes; the last chunk is not run through the model again
+    assert two_chunks == 1 + passes + 1 + passes  # appending the first chunk (its hidden state starts the second)
     tokens = out.motion_tokens[0, 0, 0]
     assert bool(((tokens[: K // 2] >= 0) & (tokens[: K // 2] < CODEBOOK)).all())
     assert bool(((tokens[K // 2 :] >= CODEBOOK) & (tokens[K // 2 :] < 2 * CODEBOOK)).all())
