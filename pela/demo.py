@@ -6,8 +6,7 @@ Stages:
 2. train the GRQ-VAE motion tokenizer on its lab *train* split and measure reconstruction (``motion_tokenizer/``);
 3. precompute the motion tokens of the export (``pela data tokenize``);
 4. pretrain the frozen frame encoder, a small DINOv3-architecture stand-in, on the lab *train* frames by masked image
-   modelling (``frame_encoder/``; real runs load DINOv3 weights the same way); 2 and 4 run at once in two processes
-   (``run_info.json``'s ``frame_encoder`` stage time is the wait for 4 after 3);
+   modelling (``frame_encoder/``; real runs load DINOv3 weights the same way);
 5. pretrain PELA and the paper's baselines (w/o align, next-token) on the streamed ``mix`` train split, one model per
    (variant, seed[, wild fraction]), ``parallel_models`` at a time in separate single-threaded processes (the default
    3 trains the three models of one seed together: on 2 cores the OS shares them, which ends sooner than two at a
@@ -28,13 +27,11 @@ sweep of paper Fig. 3 (``wild_fraction_sweep.json`` / ``.png``).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import multiprocessing
 import os
 import statistics
 import time
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -127,26 +124,23 @@ def run_demo(config: DemoConfig) -> dict:
     with stage("export", f"exporting {config.num_dataset_clips} procedural UniHand-Mix clips to {data}"):
         _export(config, data)
 
-    with _passive_openmp_pool(2) as pool:  # two independent trainings, one process each, default thread counts
-        frame_encoder = pool.submit(
-            pretrain_frame_encoder_on_export, str(data), str(out / "frame_encoder"), image_size=config.image_size,
-            patch_size=8, max_steps=config.frame_encoder_steps, seed=config.seed,
+    with stage("tokenizer", "training the motion tokenizer on the lab train split"):
+        metrics = train_tokenizer_on_export(
+            str(data), str(out / "motion_tokenizer"), max_steps=config.tokenizer_steps, batch_size=64,
+            codebook_size=config.codebook_size, num_quantizers=config.num_quantizers, seed=config.seed,
+            mano_dir=config.mano_dir,
         )  # fmt: skip
-        tokenizer = pool.submit(
-            train_tokenizer_on_export, str(data), str(out / "motion_tokenizer"), max_steps=config.tokenizer_steps,
-            batch_size=64, codebook_size=config.codebook_size, num_quantizers=config.num_quantizers,
-            seed=config.seed, mano_dir=config.mano_dir,
+    (out / "tokenizer_metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(format_tokenizer_table(metrics))
+
+    with stage("tokenize", "precomputing the motion tokens of the export"):
+        _tokenize(data, out / "motion_tokenizer")
+
+    with stage("frame_encoder", "pretraining the frame encoder (DINOv3 stand-in) on the lab train frames"):
+        frame_info = pretrain_frame_encoder_on_export(
+            str(data), str(out / "frame_encoder"), image_size=config.image_size, patch_size=8,
+            max_steps=config.frame_encoder_steps, seed=config.seed,
         )  # fmt: skip
-        with stage("tokenizer", "training the motion tokenizer on the lab train split (the frame encoder trains too)"):
-            metrics = tokenizer.result()
-        (out / "tokenizer_metrics.json").write_text(json.dumps(metrics, indent=2))
-        print(format_tokenizer_table(metrics))
-
-        with stage("tokenize", "precomputing the motion tokens of the export"):
-            _tokenize(data, out / "motion_tokenizer")
-
-        with stage("frame_encoder", "pretraining the frame encoder (DINOv3 stand-in) on the lab train frames"):
-            frame_info = frame_encoder.result()
 
     with stage("models", "pretraining, generating and scoring the models") as beat:
         runs, references = _pretrain_and_evaluate(config, out, data, beat)
@@ -182,24 +176,6 @@ def _export(config: DemoConfig, data: Path) -> None:
             num_workers=config.num_workers,
         )  # fmt: skip
         export_hub_folder(builder, data, overwrite=True)
-
-
-@contextlib.contextmanager
-def _passive_openmp_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
-    """Spawned worker processes whose OpenMP threads sleep while they wait (``OMP_WAIT_POLICY=PASSIVE``, read when a
-    process loads OpenMP): two multi-threaded trainings sharing the cores otherwise spin against each other (on 2
-    cores, the tokenizer and the frame encoder then took longer at once than one after the other). The wait policy
-    changes no result."""
-    policy = os.environ.get("OMP_WAIT_POLICY")
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # inherited by the workers, which start at submit
-    try:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            yield pool
-    finally:
-        if policy is None:
-            os.environ.pop("OMP_WAIT_POLICY", None)
-        else:
-            os.environ["OMP_WAIT_POLICY"] = policy
 
 
 def _tokenize(data: Path, tokenizer_dir: Path) -> None:
