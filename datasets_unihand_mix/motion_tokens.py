@@ -113,7 +113,7 @@ def tokenize_hub_folder(
     total = sum(pq.ParquetFile(shard).metadata.num_rows for shard in shards)
     bar = tqdm(total=total, desc="tokenizing", unit="row", disable=not progress)
     for shard in shards:
-        partial = shard.with_name(shard.name + ".partial")
+        partial = shard.with_name(f".{shard.name}.partial")  # hidden: readers of the export never list it
         name = shard.relative_to(folder).as_posix()
         with pq.ParquetWriter(partial, schema) as writer:
             for batch in pq.ParquetFile(shard).iter_batches(batch_size=batch_size):

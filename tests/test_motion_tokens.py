@@ -8,11 +8,11 @@ import pytest
 import torch
 from pela_testing import single_thread  # noqa: F401  (module fixture: one intra-op thread)
 
-from datasets_unihand_mix import generate_clips
+from datasets_unihand_mix import generate_clips, motion_tokens
 from datasets_unihand_mix.builder import UniHandMix
 from datasets_unihand_mix.export import export_hub_folder
 from datasets_unihand_mix.motion_tokens import tokenize_hub_folder
-from datasets_unihand_mix.streaming import stream_unihand_mix
+from datasets_unihand_mix.streaming import resolve_data_files, stream_unihand_mix
 from modeling_pela import HandMotion, MotionTokenizerConfig, MotionTokenizerModel
 from pela.cli import main
 from pela.processors import tiny_processor_for
@@ -108,3 +108,19 @@ def test_a_batch_hashes_the_tokenizer_once_and_checks_every_row_against_it(expor
     assert len(calls) == 2
     with pytest.raises(ValueError, match=rf"sample '{rows[0]['id']}'.*made by motion tokenizer.*pela data tokenize"):
         PELADataCollator(processor, _tokenizer(6), objective="next_token")(rows)
+
+
+def test_a_reader_of_the_export_sees_only_whole_shards_while_they_are_rewritten(exported, monkeypatch):
+    """A job reading the export (`load_dataset`, `stream_unihand_mix`) while `pela data tokenize` rewrites its shards
+    lists the shards only, never the file being written (a `<shard>.partial` matched the card's `train-*` pattern)."""
+    shards = sorted(str(shard) for shard in (exported / "data").glob("**/*.parquet"))
+    listed = []
+    tokenize_batch = motion_tokens.tokenize_batch
+
+    def tokenize_and_list(*args, **kwargs):
+        listed.append(sorted(f for split in ("train", "test") for f in resolve_data_files(str(exported), "mix", split)))
+        return tokenize_batch(*args, **kwargs)
+
+    monkeypatch.setattr(motion_tokens, "tokenize_batch", tokenize_and_list)
+    tokenize_hub_folder(exported, _tokenizer(0))
+    assert len(listed) == len(shards) and all(files == shards for files in listed)
