@@ -391,7 +391,7 @@ def test_standardized_latents_keep_what_differs_between_frames(standardize):
 def test_latent_standardization_has_batchnorms_gradient():
     """The value is the running-statistics standardisation, the gradient BatchNorm's (scaled by ``sigma_B /
     sigma``): no gradient moves every sample of the batch the same way, which is what keeps the models reading the
-    frame (README "Latest result": running statistics without it, 0.842x of the mean motion against 0.772x)."""
+    frame (docs/demo_history.md, 7c7aaa5: running statistics without it, 0.842x of the mean motion against 0.772x)."""
     generator = torch.Generator().manual_seed(0)
     norm = LatentStandardization(5).train()
     norm.running_mean.copy_(torch.randn(5, generator=generator))
