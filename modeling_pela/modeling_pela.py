@@ -63,6 +63,7 @@ from transformers.masking_utils import create_masks_for_generate
 from transformers.utils import ModelOutput, logging
 
 from .configuration_pela import PELAConfig
+from .frame_feature_cache import FrameFeatureCache
 from .packed_sequences import SampleLayout, same_sample_function
 from .perceiver import HANDS, FrameTokenGrid, LatentPerceivers, LatentQueries, LatentStandardization
 from .rotations import axis_angle_to_rotation_6d, rotation_6d_to_axis_angle
@@ -266,6 +267,7 @@ class PELAForPretraining(PELAPreTrainedModel):
             if (encoder_config._attn_implementation or "").startswith("flex") and not encoder_class._supports_flex_attn:
                 encoder_config._attn_implementation = "sdpa"
             self.frame_encoder = AutoModel.from_config(encoder_config)
+        self._frame_feature_cache: FrameFeatureCache | None = None
         self.perceiver = LatentPerceivers(config) if config.uses_perceiver else None
         self.motion_slot_embedding = nn.Embedding(config.tokens_per_chunk, config.hidden_size)
         self.post_init()
@@ -577,14 +579,37 @@ class PELAForPretraining(PELAPreTrainedModel):
         with torch.no_grad():
             if self.config.frame_encoder_type == "vjepa2":
                 clips = torch.stack([frames[sample, start], frames[sample, end]], dim=1).to(dtype)
-                tokens = encoder(pixel_values_videos=clips, skip_predictor=True).last_hidden_state
+                tokens = self._encode_frame_units(clips, self._vjepa2_tokens)
                 return tokens[:, None], FrameTokenGrid(0, height, width, repeats=2 // encoder.config.tubelet_size)
             flat = torch.cat([sample * num_frames + start, sample * num_frames + end])
             unique, inverse = torch.unique(flat, return_inverse=True)
-            hidden = encoder(pixel_values=frames.flatten(0, 1)[unique].to(dtype)).last_hidden_state
-            registers = encoder.config.num_register_tokens
-            tokens = torch.cat([hidden[:, :1], hidden[:, 1 + registers :]], dim=1)  # CLS + patches
+            tokens = self._encode_frame_units(frames.flatten(0, 1)[unique].to(dtype), self._dinov3_tokens)
             return tokens[inverse].unflatten(0, (2, -1)).transpose(0, 1), FrameTokenGrid(1, height, width)
+
+    def _dinov3_tokens(self, frames: torch.Tensor) -> torch.Tensor:
+        """DINOv3 tokens of frames (M, 3, H, W) -> (M, 1 + P, D): CLS then patches (the register tokens dropped)."""
+        hidden = self.frame_encoder(pixel_values=frames).last_hidden_state
+        registers = self.frame_encoder.config.num_register_tokens
+        return torch.cat([hidden[:, :1], hidden[:, 1 + registers :]], dim=1)
+
+    def _vjepa2_tokens(self, clips: torch.Tensor) -> torch.Tensor:
+        """V-JEPA2 encoder tokens of 2-frame clips (M, 2, 3, H, W) -> (M, P, D)."""
+        return self.frame_encoder(pixel_values_videos=clips, skip_predictor=True).last_hidden_state
+
+    def _encode_frame_units(self, units: torch.Tensor, encode: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        cache = self._frame_feature_cache
+        return encode(units) if cache is None else cache.encode(self.frame_encoder, units, encode)
+
+    def use_frame_feature_cache(self, max_frames: int | None) -> FrameFeatureCache | None:
+        """Keep the frozen frame encoder's features of up to ``max_frames`` encoder inputs (frames for DINOv3, frame
+        pairs for V-JEPA2) and reuse them whenever the same pixels come again (:mod:`.frame_feature_cache`: keyed by
+        the pixels, emptied when the encoder's weights change); ``None`` or 0 turns the cache off. For training on a
+        small dataset for many epochs (``PELATrainingArguments.frame_feature_cache``); memory: ``max_frames`` x
+        tokens x width of the encoder's output. Returns the cache (``None`` when off)."""
+        if max_frames and self.frame_encoder is None:
+            raise ValueError("this model reads precomputed frame_features: it has no frame encoder to cache")
+        self._frame_feature_cache = FrameFeatureCache(max_frames) if max_frames else None
+        return self._frame_feature_cache
 
     def _embed(
         self,

@@ -288,6 +288,7 @@ def train_and_score(job: dict[str, Any]) -> dict[str, Any]:
         job["output_dir"], max_steps=config.pretrain_steps, per_device_train_batch_size=config.batch_size,
         learning_rate=config.learning_rate, mcp_full_mask_prob=config.mcp_full_mask_prob,
         encoded_rows_cache=config.num_dataset_clips,  # every row is seen ~8 times: encode each once
+        frame_feature_cache=config.num_dataset_clips * (chunks + 1),  # and each of its boundary frames
         logging_steps=max(1, config.pretrain_steps // 20), save_strategy="no",
         use_cpu=not torch.cuda.is_available(), disable_tqdm=True, seed=seed, report_to="none",
         overwrite_output_dir=True,  # a re-run into the same --output-dir replaces its models
