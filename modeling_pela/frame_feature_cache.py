@@ -10,8 +10,12 @@ LAP reads it again as a chunk's start frame). The cache encodes each distinct in
 * its key is the BLAKE2b digest of the unit's dtype, shape and bytes (identical pixels in two rows share an entry);
 * its value is the encoder's output tokens for that unit, (P, D), on the device they were computed on;
 * beyond ``max_entries`` units the least recently used are dropped;
-* the cache empties itself when the encoder's weights change (a parameter or buffer replaced or modified in place:
-  ``load_state_dict``, ``.to()``, an optimiser step), so it never returns features of other weights.
+* the cache empties itself when the encoder's weights or the autocast setting change: a parameter or buffer replaced
+  or modified in place through autograd-tracked ops (``load_state_dict``, ``.to()``, an optimiser step), a new dtype
+  or device (``PELAForPretraining`` also empties it on every ``.to()``, whose dtype round trip can reuse the same
+  storage). An edit through ``param.data`` is invisible to it: call :meth:`FrameFeatureCache.clear` after one;
+* ``PELAForPretraining`` reads and fills it in training mode only: evaluation and generation frames never evict the
+  training frames.
 
 A unit's features are those of encoding it in any batch when the encoder's forward is batch-invariant (as on a CPU
 with one intra-op thread); otherwise they may differ from an uncached forward by floating-point rounding.
@@ -27,17 +31,24 @@ import torch
 from torch import nn
 
 
-def _key(unit: torch.Tensor) -> bytes:
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(f"{unit.dtype}{tuple(unit.shape)}".encode())
-    digest.update(unit.detach().contiguous().view(torch.uint8).cpu().numpy().tobytes())
-    return digest.digest()
+def _keys(units: torch.Tensor) -> list[bytes]:
+    """One key per unit of ``units`` (M, ...): digest of its dtype, shape and bytes (one copy to the host per batch)."""
+    header = f"{units.dtype}{tuple(units.shape[1:])}".encode()
+    host = units.detach().contiguous().cpu()
+    keys = []
+    for unit in host:
+        digest = hashlib.blake2b(header, digest_size=16)
+        digest.update(unit.view(torch.uint8).numpy().tobytes())
+        keys.append(digest.digest())
+    return keys
 
 
-def _weights_signature(encoder: nn.Module) -> tuple[tuple[int, int], ...]:
-    """Storage address and in-place version counter of every parameter and buffer: changes with any new weights."""
+def _signature(encoder: nn.Module, device: torch.device) -> tuple:
+    """Storage, in-place version counter, dtype and device of every parameter and buffer, and the autocast setting:
+    changes whenever the encoder's output for the same pixels may."""
     tensors = [*encoder.parameters(), *encoder.buffers()]
-    return tuple((tensor.data_ptr(), tensor._version) for tensor in tensors)
+    weights = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+    return weights, torch.is_autocast_enabled(device.type), torch.get_autocast_dtype(device.type)
 
 
 class FrameFeatureCache:
@@ -48,7 +59,7 @@ class FrameFeatureCache:
             raise ValueError(f"max_entries must be a positive int (units kept), got {max_entries!r}")
         self.max_entries = max_entries
         self._entries: OrderedDict[bytes, torch.Tensor] = OrderedDict()
-        self._signature: tuple[tuple[int, int], ...] | None = None
+        self._signature: tuple | None = None
         self.hits = 0
         self.misses = 0
 
@@ -63,11 +74,11 @@ class FrameFeatureCache:
     ) -> torch.Tensor:
         """``encode(units)`` for ``units`` (M, ...) -> (M, P, D), where ``encode`` runs ``encoder`` on a batch of
         units; only the units missing from the cache are encoded, each distinct one once, in one batch."""
-        signature = _weights_signature(encoder)
+        signature = _signature(encoder, units.device)
         if signature != self._signature:
             self._entries.clear()
             self._signature = signature
-        keys = [_key(unit) for unit in units]
+        keys = _keys(units)
         found: dict[bytes, torch.Tensor] = {}
         missing: dict[bytes, int] = {}
         for index, key in enumerate(keys):

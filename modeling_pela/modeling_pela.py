@@ -597,19 +597,37 @@ class PELAForPretraining(PELAPreTrainedModel):
         return self.frame_encoder(pixel_values_videos=clips, skip_predictor=True).last_hidden_state
 
     def _encode_frame_units(self, units: torch.Tensor, encode: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """``encode(units)``, through the frame-feature cache in training mode when it is on (not in a
+        ``nn.DataParallel`` replica, whose weights are new copies at every step)."""
         cache = self._frame_feature_cache
-        return encode(units) if cache is None else cache.encode(self.frame_encoder, units, encode)
+        if cache is None or not self.training or getattr(self, "_is_replica", False):
+            return encode(units)
+        return cache.encode(self.frame_encoder, units, encode)
 
     def use_frame_feature_cache(self, max_frames: int | None) -> FrameFeatureCache | None:
         """Keep the frozen frame encoder's features of up to ``max_frames`` encoder inputs (frames for DINOv3, frame
-        pairs for V-JEPA2) and reuse them whenever the same pixels come again (:mod:`.frame_feature_cache`: keyed by
-        the pixels, emptied when the encoder's weights change); ``None`` or 0 turns the cache off. For training on a
-        small dataset for many epochs (``PELATrainingArguments.frame_feature_cache``); memory: ``max_frames`` x
-        tokens x width of the encoder's output. Returns the cache (``None`` when off)."""
+        pairs for V-JEPA2) seen in training mode and reuse them whenever the same pixels come again
+        (:mod:`.frame_feature_cache`: keyed by the pixels, emptied when the encoder's weights change, and by
+        ``.to()``); ``None`` or 0 turns the cache off. For training on a small dataset for many epochs
+        (``PELATrainingArguments.frame_feature_cache``); evaluation and generation (eval mode) never use it. Memory:
+        ``max_frames`` x tokens x width of the encoder's output. Returns the cache (``None`` when off).
+
+        Raises ``ValueError`` for a model without a frame encoder (precomputed ``frame_features``: nothing to cache;
+        pass ``None``)."""
         if max_frames and self.frame_encoder is None:
-            raise ValueError("this model reads precomputed frame_features: it has no frame encoder to cache")
+            raise ValueError(
+                "this model reads precomputed frame_features: it has no frame encoder to cache (pass max_frames=None)"
+            )
         self._frame_feature_cache = FrameFeatureCache(max_frames) if max_frames else None
         return self._frame_feature_cache
+
+    def _apply(self, fn: Callable, recurse: bool = True) -> PELAForPretraining:
+        """``nn.Module._apply`` (``.to()``, ``.half()``, ...), emptying the frame-feature cache: a round trip of dtypes
+        or devices can give back weights at the same addresses with other values."""
+        cache = getattr(self, "_frame_feature_cache", None)
+        if cache is not None:
+            cache.clear()
+        return super()._apply(fn, recurse)
 
     def _embed(
         self,

@@ -80,7 +80,14 @@ def test_cached_features_give_the_same_losses_and_gradients_and_each_frame_is_en
         assert cached[2].keys() == grads.keys()
         for name, grad in grads.items():
             torch.testing.assert_close(cached[2][name], grad, msg=name)
+    model.eval()  # evaluation and generation never read or fill the cache
+    encoded.clear()
+    lookups = (cache.hits, cache.misses)
+    with torch.no_grad():
+        model(**batch)
+    assert sum(encoded) == uncached and (cache.hits, cache.misses) == lookups
     assert model.use_frame_feature_cache(None) is None
+    model.train()
     encoded.clear()
     model(**batch)
     assert sum(encoded) == uncached
@@ -89,8 +96,16 @@ def test_cached_features_give_the_same_losses_and_gradients_and_each_frame_is_en
 def test_the_cache_never_returns_features_of_other_encoder_weights():
     model = tiny_model().train()
     batch = _batch(model)
-    model.use_frame_feature_cache(1000)
+    cache = model.use_frame_feature_cache(1000)
     before = model(**batch).align_loss
+    model.to(torch.float64).to(torch.float32)  # a round trip may give back the same addresses
+    assert len(cache) == 0
+    torch.testing.assert_close(model(**batch).align_loss, before)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(**batch)
+    assert cache.misses == 3 * len(cache)  # encoded again under autocast, and again without it
+    model(**batch)
+    assert cache.misses == 4 * len(cache)
     other = tiny_model(seed=1).frame_encoder
     model.load_backbone_weights(frame_encoder=other)
     after = model(**batch).align_loss
@@ -132,33 +147,35 @@ def test_the_cache_keeps_the_most_recently_used_units_and_encodes_duplicates_onc
 
 
 class _CacheProbe(TrainerCallback):
-    def __init__(self, model) -> None:
-        self.model, self.sizes = model, []
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
 
-    def on_step_end(self, args, state, control, **kwargs):
-        self.sizes.append(len(self.model._frame_feature_cache))
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self.sizes.append(len(model._frame_feature_cache))
 
 
 def _train(rows: list[dict], output_dir, frame_feature_cache: int):
-    """4 steps of 2 rows; returns the trainer, the cache sizes after each step and the parameter counts made."""
-    model = tiny_model().train()
-    num_parameters, calls = model.num_parameters, []
+    """4 steps of 2 rows of a model built by ``model_init`` (after the Trainer is set up); returns the trainer, the
+    cache sizes after each step and the parameter counts made."""
+    calls: list[int] = []
 
-    def counted(*args, **kwargs):
-        calls.append(1)
-        return num_parameters(*args, **kwargs)
+    def model_init():
+        model = tiny_model().train()
+        num_parameters = model.num_parameters
+        model.num_parameters = lambda *args, **kwargs: calls.append(1) or num_parameters(*args, **kwargs)
+        return model
 
-    model.num_parameters = counted
     args = pela_training_arguments(
         str(output_dir), max_steps=4, per_device_train_batch_size=2, learning_rate=1e-3, warmup_steps=0,
         save_strategy="no", use_cpu=True, disable_tqdm=True, frame_feature_cache=frame_feature_cache,
     )  # fmt: skip
-    probe = _CacheProbe(model)
+    probe = _CacheProbe()
     trainer = PELATrainer(
-        model=model, args=args, train_dataset=datasets.IterableDataset.from_generator(lambda: iter(rows)),
-        data_collator=PELADataCollator(tiny_processor(model.config)),
+        model_init=model_init, args=args, train_dataset=datasets.IterableDataset.from_generator(lambda: iter(rows)),
+        data_collator=PELADataCollator(tiny_processor(tiny_model().config)),
         callbacks=[probe] if frame_feature_cache else None,
     )  # fmt: skip
+    calls.clear()  # the Trainer builds a model at set-up and another one in train()
     trainer.train()
     return trainer, probe.sizes, len(calls)
 
@@ -173,11 +190,15 @@ def test_training_with_the_cache_gives_the_same_weights_and_counts_parameters_on
     for name, value in cached.model.state_dict().items():
         torch.testing.assert_close(value, expected[name], msg=name)
     assert plain_counts == cached_counts == 1  # once per run for the FLOP count, not once per step
+    batch = plain.data_collator(rows[:2])
+    assert plain.floating_point_ops(batch) == Trainer.floating_point_ops(plain, batch) > 0
+
+
+def test_the_cache_size_is_checked_before_training(tmp_path):
     with pytest.raises(ValueError, match="frame_feature_cache=8 .* no frame encoder"):
         PELATrainer(
             model=tiny_model(frame_encoder_config=None, frame_feature_dim=8),
-            args=pela_training_arguments(str(tmp_path / "none"), max_steps=1, use_cpu=True, frame_feature_cache=8),
-            train_dataset=rows,
-        ).train()
-    batch = plain.data_collator(rows[:2])
-    assert plain.floating_point_ops(batch) == Trainer.floating_point_ops(plain, batch) > 0
+            args=pela_training_arguments(str(tmp_path), use_cpu=True, frame_feature_cache=8),
+        )
+    with pytest.raises(ValueError, match="frame_feature_cache must be a number of frames >= 0"):
+        pela_training_arguments(str(tmp_path), use_cpu=True, frame_feature_cache=-1)

@@ -113,6 +113,12 @@ class PELATrainingArguments(TrainingArguments):
         },
     )
 
+    def __post_init__(self) -> None:
+        cache = self.frame_feature_cache
+        if isinstance(cache, bool) or not isinstance(cache, int) or cache < 0:
+            raise ValueError(f"frame_feature_cache must be a number of frames >= 0 (0 keeps none), got {cache!r}")
+        super().__post_init__()
+
 
 def pela_training_arguments(output_dir: str, **overrides: Any) -> PELATrainingArguments:
     """:class:`PELATrainingArguments` (paper defaults) for ``output_dir``, with ``overrides``."""
@@ -177,6 +183,37 @@ class _CollatorEpochCallback(TrainerCallback):
         self.collator.set_epoch(math.floor(state.epoch + 1e-6))
 
 
+class _FrameFeatureCacheCallback(TrainerCallback):
+    """Turns the model's frame-feature cache on at the start of training (``frame_feature_cache`` frames) and off at
+    its end (:meth:`PELAForPretraining.use_frame_feature_cache`)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.model: torch.nn.Module | None = None
+
+    @staticmethod
+    def check(model: torch.nn.Module, size: int) -> None:
+        if getattr(model, "frame_encoder", None) is None:
+            raise ValueError(
+                f"frame_feature_cache={size} keeps a frame encoder's features, but this {type(model).__name__} "
+                "has no frame encoder (precomputed frame_features): set frame_feature_cache=0"
+            )
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        model = kwargs["model"]
+        self.check(model, self.size)
+        model.use_frame_feature_cache(self.size)
+        self.model = model
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        self.release()
+
+    def release(self) -> None:
+        if self.model is not None:
+            self.model.use_frame_feature_cache(None)
+            self.model = None
+
+
 class PELATrainer(AtomicCheckpointMixin, Trainer):
     """``transformers.Trainer`` for ``PELAForPretraining`` (see the module docstring)."""
 
@@ -223,24 +260,21 @@ class PELATrainer(AtomicCheckpointMixin, Trainer):
         self._eval_prefix = "eval"
         self.data_stats = data_stats
         self._non_embedding_parameters: int | None = None
+        if getattr(self.args, "frame_feature_cache", 0):
+            if self.model is not None:
+                _FrameFeatureCacheCallback.check(self.model, self.args.frame_feature_cache)
+            self.add_callback(_FrameFeatureCacheCallback(self.args.frame_feature_cache))
 
     def train(self, *args: Any, **kwargs: Any) -> Any:
-        """``Trainer.train``, with the model's frame-feature cache on (``args.frame_feature_cache`` frames) for the
-        run and off again after it."""
+        """``Trainer.train``; with ``args.frame_feature_cache``, the model's frame-feature cache is on for the run
+        (from ``on_train_begin``, after a ``model_init`` built the model) and off after it, even if it fails."""
         self._non_embedding_parameters = None
-        size = getattr(self.args, "frame_feature_cache", 0)
-        if not size:
-            return super().train(*args, **kwargs)
-        if getattr(self.model, "frame_encoder", None) is None:
-            raise ValueError(
-                f"frame_feature_cache={size} keeps a frame encoder's features, but this {type(self.model).__name__} "
-                "has no frame encoder (precomputed frame_features): set frame_feature_cache=0"
-            )
-        self.model.use_frame_feature_cache(size)
         try:
             return super().train(*args, **kwargs)
         finally:
-            self.model.use_frame_feature_cache(None)
+            for callback in self.callback_handler.callbacks:
+                if isinstance(callback, _FrameFeatureCacheCallback):
+                    callback.release()
 
     def floating_point_ops(self, inputs: dict[str, torch.Tensor | Any]) -> int:
         """The Trainer's estimate, 6 x input tokens x non-embedding parameters, with the parameters counted once per
