@@ -260,10 +260,12 @@ class PELATrainer(AtomicCheckpointMixin, Trainer):
         self._eval_prefix = "eval"
         self.data_stats = data_stats
         self._non_embedding_parameters: int | None = None
+        self._frame_feature_cache: _FrameFeatureCacheCallback | None = None
         if getattr(self.args, "frame_feature_cache", 0):
             if self.model is not None:
                 _FrameFeatureCacheCallback.check(self.model, self.args.frame_feature_cache)
-            self.add_callback(_FrameFeatureCacheCallback(self.args.frame_feature_cache))
+            self._frame_feature_cache = _FrameFeatureCacheCallback(self.args.frame_feature_cache)
+            self.add_callback(self._frame_feature_cache)
 
     def train(self, *args: Any, **kwargs: Any) -> Any:
         """``Trainer.train``; with ``args.frame_feature_cache``, the model's frame-feature cache is on for the run
@@ -272,9 +274,8 @@ class PELATrainer(AtomicCheckpointMixin, Trainer):
         try:
             return super().train(*args, **kwargs)
         finally:
-            for callback in self.callback_handler.callbacks:
-                if isinstance(callback, _FrameFeatureCacheCallback):
-                    callback.release()
+            if self._frame_feature_cache is not None:
+                self._frame_feature_cache.release()
 
     def floating_point_ops(self, inputs: dict[str, torch.Tensor | Any]) -> int:
         """The Trainer's estimate, 6 x input tokens x non-embedding parameters, with the parameters counted once per
